@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each sets up .venv on first use (torch pinned to the build this project is tested with).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ALOD := $(PY) -m entrypoints.cli
+DEMO_DATA ?= demo-data
+export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+
+.PHONY: setup test test-fast demo clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# The embedded default: synthetic BDD100K-format scenes, the tiny CPU detector,
+# local SQLite tracking, two samplers compared.
+demo: setup
+	$(ALOD) synth $(DEMO_DATA) --train 500 --val 100 --seed 0
+	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,boxcount --seeds 0 \
+		--fraction 0.5 --pretrain-epochs 4 --epochs 3 --batch-size 4 --lr 0.04 \
+		--cycles 4 --per-cycle 60 --batches 4 --batch-images 125 --workers 1 --experiment-name alod-demo
+	@echo
+	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
+	@echo "then http://127.0.0.1:5000 -> Model training -> experiment alod-demo -> select the cycle runs -> Chart view (mAP50 by step)."
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) mlflow.db mlruns mlartifacts .alod compare

@@ -1,0 +1,98 @@
+"""Which images are unveiled next: rankings cut into batches, and the two protocols.
+
+`batches` (the original study): rank the pool once, cut the ranking into
+batches; cycle 1 takes k random images of batch 1, cycle n the top k of batch n.
+`pool`: cycle 1 takes k random images of the pool; cycle n re-scores every
+unlabeled image with the current model and takes the top k.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+PROTOCOLS = ("batches", "pool")
+RANKING_COLUMNS = ["image", "score", "rank", "batch"]
+
+
+def make_ranking(
+    names: Sequence[str], scores: Sequence[float], *, batches: int, batch_images: int
+) -> pd.DataFrame:
+    """Sort by score (descending; ties by name, for determinism) and cut into batches.
+
+    Rank 1 is the highest score. Batch b (1-based) holds ranks
+    (b-1)*batch_images+1 .. b*batch_images; images past the last batch get batch 0.
+    """
+    if len(names) != len(scores):
+        raise ValueError(f"{len(names)} names but {len(scores)} scores")
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate image names in the pool")
+    if batches < 1 or batch_images < 1:
+        raise ValueError("batches and batch_images must be >= 1")
+    frame = pd.DataFrame({"image": list(names), "score": np.asarray(scores, dtype=np.float64)})
+    frame = frame.sort_values(["score", "image"], ascending=[False, True], kind="mergesort")
+    frame = frame.reset_index(drop=True)
+    frame["rank"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    batch = (frame["rank"].to_numpy() - 1) // batch_images + 1
+    batch[batch > batches] = 0
+    frame["batch"] = batch.astype(np.int64)
+    return frame[RANKING_COLUMNS]
+
+
+def validate_ranking(ranking: pd.DataFrame, source: str) -> pd.DataFrame:
+    missing = [c for c in RANKING_COLUMNS if c not in ranking.columns]
+    if missing:
+        raise ValueError(f"{source}: ranking lacks column(s) {missing}; expected {RANKING_COLUMNS}")
+    if ranking["image"].duplicated().any():
+        dup = ranking.loc[ranking["image"].duplicated(), "image"].iloc[0]
+        raise ValueError(f"{source}: image {dup!r} appears more than once in the ranking")
+    return ranking.sort_values("rank", kind="mergesort").reset_index(drop=True)
+
+
+def random_pick(candidates: Sequence[str], k: int, *, seed: int, cycle: int) -> list[str]:
+    """k images drawn without replacement, reproducible for (seed, cycle)."""
+    candidates = sorted(candidates)
+    rng = np.random.default_rng([seed, cycle, 7919])
+    k = min(k, len(candidates))
+    picked = rng.choice(len(candidates), size=k, replace=False)
+    return [candidates[i] for i in sorted(picked)]
+
+
+def select_from_batches(
+    ranking: pd.DataFrame, cycle: int, k: int, *, seed: int, labeled: set[str] | frozenset[str]
+) -> list[str]:
+    """The study's protocol: cycle 1 -> k random from batch 1; cycle n -> top k of batch n."""
+    in_batch = ranking[(ranking["batch"] == cycle) & ~ranking["image"].isin(labeled)]
+    if in_batch.empty:
+        raise ValueError(
+            f"cycle {cycle}: batch {cycle} of the ranking is empty or fully labeled "
+            f"(the ranking has {int(ranking['batch'].max())} batch(es))"
+        )
+    if cycle == 1:
+        return random_pick(in_batch["image"].tolist(), k, seed=seed, cycle=cycle)
+    return in_batch.sort_values("rank", kind="mergesort")["image"].head(k).tolist()
+
+
+def select_from_pool(
+    names: Sequence[str],
+    scores: Sequence[float] | None,
+    cycle: int,
+    k: int,
+    *,
+    seed: int,
+    labeled: set[str] | frozenset[str],
+) -> list[str]:
+    """The `pool` protocol: k random at cycle 1, else the top k unlabeled by score."""
+    unlabeled = [n for n in names if n not in labeled]
+    if not unlabeled:
+        raise ValueError(f"cycle {cycle}: the pool is fully labeled")
+    if cycle == 1 or scores is None:
+        return random_pick(unlabeled, k, seed=seed, cycle=cycle)
+    if len(scores) != len(names):
+        raise ValueError(f"{len(scores)} scores for {len(names)} pool images")
+    table = pd.DataFrame({"image": list(names), "score": np.asarray(scores, dtype=np.float64)})
+    table = table[~table["image"].isin(labeled)]
+    table = table.sort_values(["score", "image"], ascending=[False, True], kind="mergesort")
+    return table["image"].head(k).tolist()

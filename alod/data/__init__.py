@@ -1,0 +1,1 @@
+"""BDD100K-format data: category schema, label files, COCO conversion, datasets."""

@@ -1,0 +1,109 @@
+"""In-memory label model shared by every part of alod.
+
+A `Frame` is one image with its boxes as numpy arrays (cheap for 70 000 frames
+and about 1.3 M boxes). Boxes are in torch convention: xyxy with x2, y2
+*exclusive*, i.e. BDD100K's inclusive box2d plus one on x2 and y2.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def empty_boxes() -> np.ndarray:
+    return np.zeros((0, 4), dtype=np.float32)
+
+
+@dataclass
+class Frame:
+    """One image's labels.
+
+    boxes: (N, 4) float32 xyxy, x2/y2 exclusive, pixel units.
+    labels: (N,) int64 det_20 ids 1..10.
+    ignore: (N,) bool; True for ignore regions (iscrowd=1 in evaluation).
+    scores: (N,) float32 for predictions, None for ground truth.
+    width/height: image size when known (COCO files, decoded images), else None.
+    attributes: frame attributes (weather, timeofday, scene) when present.
+    """
+
+    name: str
+    boxes: np.ndarray = field(default_factory=empty_boxes)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=bool))
+    scores: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    attributes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if self.ignore is None or len(self.ignore) != len(self.labels):
+            self.ignore = np.zeros(len(self.labels), dtype=bool)
+        self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
+        if self.scores is not None:
+            self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_trainable(self) -> int:
+        """Boxes that are training targets (ignore regions excluded)."""
+        return int((~self.ignore).sum())
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One defect in a label file, located precisely enough to fix by hand."""
+
+    file: str
+    frame: str | None
+    label_index: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.frame is not None:
+            where.append(f"frame {self.frame!r}")
+        if self.label_index is not None:
+            where.append(f"label {self.label_index}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        return ": ".join([", ".join(where), self.message])
+
+
+@dataclass
+class LoadReport:
+    """What a load kept, skipped and why; nothing is dropped without a count here."""
+
+    files: list[str] = field(default_factory=list)
+    frames: int = 0
+    boxes_per_category: Counter = field(default_factory=Counter)  # det_20 name -> kept boxes
+    ignored_per_category: Counter = field(default_factory=Counter)  # raw name -> ignore regions
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    problems: list[Problem] = field(default_factory=list)  # errors that make the data unusable
+    warnings: list[Problem] = field(default_factory=list)  # counted skips worth a look
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def boxes(self) -> int:
+        return sum(self.boxes_per_category.values())
+
+
+class LabelError(ValueError):
+    """Label input that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:50])
+        more = len(self.problems) - 50
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in label input:\n{shown}{tail}")

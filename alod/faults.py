@@ -1,0 +1,22 @@
+"""Fault injection for the crash-and-resume tests.
+
+`ALOD_FAULT=point:cycle` (e.g. `after_metrics:2`) kills the process with
+SIGKILL-like abruptness (os._exit, no cleanup, no finally blocks) when the
+cycle loop reaches that point; unset, this costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import os
+
+POINTS = ("after_select", "after_train", "after_metrics")
+
+
+def maybe_fail(point: str, cycle: int) -> None:
+    spec = os.environ.get("ALOD_FAULT")
+    if not spec:
+        return
+    want_point, _, want_cycle = spec.partition(":")
+    if want_point == point and str(cycle) == want_cycle:
+        print(f"ALOD_FAULT: killing the process at {point} of cycle {cycle}", flush=True)
+        os._exit(137)

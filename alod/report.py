@@ -1,0 +1,59 @@
+"""Sampler comparison from finished cycle runs: table, learning-curve area, labels to target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def curve_auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Area under the learning curve, normalised by the x range (so it reads as mean mAP50)."""
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean()) if len(y) else float("nan")
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def labels_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The fewest labeled images at which the curve reaches target; NaN if never."""
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    hit = np.nonzero(y >= target)[0]
+    return float(x[hit[0]]) if len(hit) else float("nan")
+
+
+def compare_table(curves: pd.DataFrame, *, target_fraction: float = 0.95) -> pd.DataFrame:
+    """curves: rows (sampler, seed, cycle, labeled_images, mAP50) -> one row per sampler.
+
+    Columns: mAP50 at each cycle (mean ± spread over seeds), area under the curve,
+    and labeled images needed to reach `target_fraction` of the best final mAP50.
+    """
+    if curves.empty:
+        return pd.DataFrame()
+    last = curves.sort_values("cycle").groupby(["sampler", "seed"]).tail(1)
+    best_final = last.groupby("sampler")["mAP50"].mean().max()
+    target = target_fraction * best_final
+    rows = []
+    for sampler, group in curves.groupby("sampler", sort=True):
+        per_seed = []
+        for _seed, g in group.groupby("seed"):
+            per_seed.append((curve_auc(g["labeled_images"], g["mAP50"]),
+                             labels_to_reach(g["labeled_images"], g["mAP50"], target)))
+        aucs = np.array([a for a, _ in per_seed])
+        needed = np.array([n for _, n in per_seed])
+        row = {"sampler": sampler, "seeds": len(per_seed)}
+        for cycle, g in group.groupby("cycle"):
+            row[f"mAP50@{int(g['labeled_images'].mean())}"] = _fmt(g["mAP50"])
+        row["AUC"] = _fmt(pd.Series(aucs))
+        row[f"labels_to_{int(target_fraction * 100)}%"] = (
+            f"{np.nanmean(needed):.0f}" if np.isfinite(needed).any() else "not reached")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(values: pd.Series) -> str:
+    values = values.astype(float)
+    if len(values) > 1:
+        return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+    return f"{values.mean():.4f}"

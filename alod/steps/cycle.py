@@ -1,0 +1,337 @@
+"""The `cycle` step: N active-learning cycles on a simulated oracle.
+
+The launcher (always rank 0 of the user's process) validates every input,
+opens the MLflow run and, for nproc > 1, starts `torchrun` workers that read the
+run id from the environment. Worker rank 0 is the only process that logs.
+Each cycle: select -> record the labeled state (locally first, then as an
+artifact) -> reset or warm-start the detector -> train -> evaluate -> log all
+cycle metrics in one batch. A cycle counts as done once its `mAP50` is logged,
+which is what `resume_run_id` resumes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from alod import tracking
+from alod.faults import maybe_fail
+from alod.active import protocol as protocols
+from alod.active.samplers import SamplerContext, get_sampler, score_images
+from alod.data.categories import ID_TO_NAME
+from alod.data.dataset import DetectionDataset
+from alod.data.pool import LabeledState
+from alod.engine import distributed
+from alod.engine.evaluate import evaluate
+from alod.engine.train import TrainConfig, fit
+from alod.models import build_detector
+from alod.steps.common import default_device, load_split, predict_all
+
+PARAMS_ENV = "ALOD_CYCLE_PARAMS"
+LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+@dataclass
+class CycleParams:
+    data: str | None = None
+    ranking: str | None = None  # a rank run id or a parquet path; not needed for protocol=pool
+    sampler: str | None = None  # default: the ranking run's sampler (batches) / boxcount (pool)
+    protocol: str = "batches"
+    cycles: int = 13
+    per_cycle: int = 1000
+    epochs: int = 50
+    arch: str = "fasterrcnn_resnet50_fpn"
+    batch_size: int = 4
+    lr: float = 0.02
+    seed: int = 0
+    reset: bool = True
+    nproc: int = 1
+    workers: int = 2
+    eval_batch_size: int = 8
+    score_threshold: float = 0.05
+    register: bool = True
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    resume_run_id: str | None = None
+    work_dir: str = ".alod"
+    # Filled in by the launcher for the workers:
+    run_id: str | None = None
+    ranking_file: str | None = None
+    state_file: str | None = None
+    extra_tags: dict = field(default_factory=dict)
+
+    def logged_params(self) -> dict:
+        skip = {"run_id", "ranking_file", "state_file", "resume_run_id", "extra_tags", "work_dir",
+                "experiment"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+class CycleInputError(ValueError):
+    """Bad cycle input found before any training starts."""
+
+
+# --- launcher ----------------------------------------------------------------
+
+
+def run_cycles(p: CycleParams) -> str:
+    """Validate, open (or reopen) the run, then run the cycles here or under torchrun."""
+    if p.protocol not in protocols.PROTOCOLS:
+        raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
+    tracking.setup(p.experiment)
+    train = load_split(p.data, "train")
+    work = Path(p.work_dir)
+    ranking, ranking_tags = _resolve_ranking(p, train, work)
+    if p.sampler is None:
+        p.sampler = ranking_tags.get("alod.sampler") or ("boxcount" if p.protocol == "pool" else "unknown")
+    if p.protocol == "pool":
+        get_sampler(p.sampler)  # fail now on an unknown sampler
+    _check_budget(p, len(train.frames), ranking)
+
+    tags = {"alod.sampler": p.sampler, "alod.protocol": p.protocol, "alod.seed": p.seed,
+            "alod.dataset": train.digest, "alod.code_version": tracking.code_version(),
+            **ranking_tags.get("lineage", {}), **p.extra_tags}
+    resume_state = None
+    if p.resume_run_id:
+        tracking.get_run(p.resume_run_id)  # fails clearly when unknown
+    with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
+                      run_id=p.resume_run_id) as run_id:
+        if p.resume_run_id:
+            resume_state = _resume_state(run_id, work)
+        else:
+            tracking.log_params(p.logged_params())
+        p.run_id = run_id
+        run_dir = work / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if ranking is not None:
+            p.ranking_file = str(run_dir / "ranking.parquet")
+            ranking.to_parquet(p.ranking_file)
+        if resume_state is not None:
+            p.state_file = str(resume_state)
+        if p.nproc > 1 and "LOCAL_RANK" not in os.environ:
+            _launch_torchrun(p)
+        else:
+            cycle_worker(p)
+    return run_id
+
+
+def _resolve_ranking(p: CycleParams, train, work: Path) -> tuple[pd.DataFrame | None, dict]:
+    if p.ranking is None:
+        if p.protocol == "batches":
+            raise CycleInputError("protocol 'batches' needs a ranking: a rank run id or a parquet path")
+        return None, {}
+    tags: dict = {}
+    source = p.ranking
+    if Path(p.ranking).suffix == ".parquet" or Path(p.ranking).exists():
+        if not Path(p.ranking).is_file():
+            raise CycleInputError(f"ranking file {p.ranking} not found")
+        frame = pd.read_parquet(p.ranking)
+    else:
+        run = tracking.get_run(p.ranking)
+        if run.data.tags.get("alod.step") != "rank":
+            raise CycleInputError(f"run {p.ranking} is a {run.data.tags.get('alod.step')!r} run, not a rank run")
+        if run.data.tags.get("alod.dataset") not in (None, train.digest):
+            raise CycleInputError(
+                f"ranking run {p.ranking} was made on dataset {run.data.tags['alod.dataset']}, "
+                f"but the training labels here have digest {train.digest}: rank this dataset first")
+        path = tracking.download_run_artifact(p.ranking, "ranking/ranking.parquet", work / "downloads")
+        frame = pd.read_parquet(path)
+        tags["alod.sampler"] = run.data.tags.get("alod.sampler")
+        tags["lineage"] = {"alod.rank_run": p.ranking}
+        source = f"run {p.ranking}"
+    frame = protocols.validate_ranking(frame, source)
+    pool = {f.name for f in train.frames}
+    foreign = [n for n in frame["image"] if n not in pool]
+    if foreign:
+        raise CycleInputError(
+            f"ranking ({source}) names {len(foreign)} image(s) that are not in the training labels, "
+            f"e.g. {foreign[0]!r}: it was made on another dataset")
+    return frame, tags
+
+
+def _check_budget(p: CycleParams, pool_size: int, ranking: pd.DataFrame | None) -> None:
+    if p.cycles < 1 or p.per_cycle < 1:
+        raise CycleInputError("cycles and per_cycle must be >= 1")
+    if p.cycles * p.per_cycle > pool_size:
+        raise CycleInputError(
+            f"budget {p.cycles} cycles x {p.per_cycle} images = {p.cycles * p.per_cycle} "
+            f"exceeds the pool of {pool_size} training images")
+    if p.protocol == "batches" and ranking is not None:
+        batches = int(ranking["batch"].max())
+        if p.cycles > batches:
+            raise CycleInputError(f"{p.cycles} cycles but the ranking has only {batches} batch(es)")
+        smallest = int(ranking[ranking["batch"] > 0].groupby("batch").size().min())
+        if p.per_cycle > smallest:
+            raise CycleInputError(
+                f"per_cycle {p.per_cycle} exceeds the smallest ranking batch ({smallest} images)")
+
+
+def _resume_state(run_id: str, work: Path) -> Path | None:
+    """The labeled state of an interrupted run: local copy first, else its artifact."""
+    local = work / "runs" / run_id / "labeled.json"
+    if local.is_file():
+        return local
+    try:
+        return tracking.download_run_artifact(run_id, "state/labeled.json", work / "downloads" / run_id)
+    except tracking.TrackingError:
+        return None
+
+
+def _launch_torchrun(p: CycleParams) -> None:
+    env = dict(os.environ)
+    env[PARAMS_ENV] = json.dumps(dataclasses.asdict(p))
+    env[tracking.RUN_ID_ENV] = p.run_id
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={p.nproc}", "-m", "alod.steps.cycle"]
+    result = subprocess.run(cmd, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchrun exited with code {result.returncode}")
+
+
+# --- worker (every rank) -----------------------------------------------------
+
+
+def cycle_worker(p: CycleParams) -> None:
+    env = distributed.init_distributed()
+    device = default_device()
+    main = distributed.is_main_process()
+    train = load_split(p.data, "train")
+    val = load_split(p.data, "val")
+    by_name = train.by_name()
+    ranking = pd.read_parquet(p.ranking_file) if p.ranking_file else None
+    run_dir = Path(p.work_dir) / "runs" / str(p.run_id)
+
+    with tracking.attached(p.run_id):
+        _cycles(p, env, device, train, val, ranking, run_dir)
+    distributed.cleanup()
+
+
+def _cycles(p: CycleParams, env, device, train, val, ranking, run_dir: Path) -> None:
+    main = distributed.is_main_process()
+    by_name = train.by_name()
+    done = tracking.metric_steps(p.run_id, "mAP50") if main else {}
+    completed = max(distributed.all_gather_object(done)[0], default=0)
+    state = LabeledState.load(p.state_file) if p.state_file else LabeledState()
+    # Keep labels bought in an unfinished cycle (the oracle was paid); drop nothing else.
+    state = state.truncated(completed + 1)
+    model, result = None, None
+    if completed and (not p.reset or p.protocol == "pool"):
+        model = _load_cycle_checkpoint(run_dir, completed, p)
+    if completed >= p.cycles:
+        print(f"all {p.cycles} cycles of run {p.run_id} are already done", flush=True)
+
+    for cycle in range(completed + 1, p.cycles + 1):
+        picked = state.selected_in(cycle)
+        if not picked:
+            picked = _select(p, cycle, ranking, train, state, model, device)
+            state.add(picked, cycle)
+        if main:
+            state.save(run_dir / "labeled.json")
+            state.save(run_dir / f"labeled_cycle_{cycle:03d}.json")
+            tracking.log_artifact(run_dir / "labeled.json", "state")
+            tracking.log_artifact(run_dir / f"labeled_cycle_{cycle:03d}.json", "state/cycles")
+        maybe_fail("after_select", cycle)
+
+        if model is None or p.reset:
+            torch.manual_seed(p.seed)  # the same initial weights every cycle
+            model = build_detector(p.arch)
+        model.to(device)
+        labeled = [by_name[n] for n in state.labeled()]
+        config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
+                             workers=p.workers, device=str(device))
+        ckpt = run_dir / f"cycle_{cycle:03d}.pt"
+        ckpt.unlink(missing_ok=True)  # a half-done cycle restarts its training from scratch
+
+        with tracking.run("cycle-epoch", run_name=f"cycle-{cycle}", nested=True,
+                          tags={"alod.cycle": cycle, "alod.sampler": p.sampler,
+                                "alod.protocol": p.protocol, "alod.seed": p.seed}):
+            def on_epoch_end(epoch: int, stats: dict) -> None:
+                tracking.log_metrics({k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats},
+                                     step=epoch)
+
+            history = fit(model, DetectionDataset(labeled, train.images, train=True), config,
+                          checkpoint_path=ckpt, resume=False, on_epoch_end=on_epoch_end)
+            preds = predict_all(model, val.frames, val.images, device=device,
+                                batch_size=p.eval_batch_size, workers=p.workers)
+            if main:
+                result = evaluate(val.frames, preds)
+                tracking.log_artifact(ckpt, "checkpoints")
+        maybe_fail("after_train", cycle)
+        if main:
+            last = history[-1]
+            metrics = {k: last[k] for k in LOSS_KEYS if k in last}
+            metrics.update({
+                "mAP50": result.mAP50, "mAP50_95": result.mAP50_95,
+                "labeled_images": len(labeled),
+                "labeled_boxes": sum(f.num_trainable for f in labeled),
+                "train_seconds": sum(h["seconds"] for h in history),
+                "images_per_second": sum(h["images"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9),
+            })
+            metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
+            tracking.log_metrics(metrics, step=cycle)
+            print(f"cycle {cycle}/{p.cycles}: {len(labeled)} labeled images, mAP50 {result.mAP50:.4f}",
+                  flush=True)
+        maybe_fail("after_metrics", cycle)
+        distributed.barrier()
+
+    if main and p.register and result is not None:
+        _register_final(p, run_dir, model, result)
+
+
+def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model, device) -> list[str]:
+    labeled = set(state.labeled())
+    if p.protocol == "batches":
+        return protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+    names = [f.name for f in train.frames]
+    scores = None
+    if cycle > 1:
+        sampler = get_sampler(p.sampler)
+        unlabeled = [f for f in train.frames if f.name not in labeled]
+        if sampler.needs_predictions:
+            dets = predict_all(model, unlabeled, train.images, device=device,
+                               batch_size=p.eval_batch_size, workers=p.workers)
+        else:
+            dets = unlabeled
+        ctx = SamplerContext(seed=p.seed, cycle=cycle, score_threshold=p.score_threshold,
+                             names=[f.name for f in unlabeled])
+        pool_scores = dict(zip(ctx.names, score_images(p.sampler, dets, ctx)))
+        scores = [pool_scores.get(n, float("-inf")) for n in names]
+        if distributed.is_main_process():
+            tracking.log_dict(pool_scores, f"scores/cycle_{cycle:03d}.json")
+    return protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+
+
+def _load_cycle_checkpoint(run_dir: Path, cycle: int, p: CycleParams):
+    from alod.models import detector_from_checkpoint
+
+    path = run_dir / f"cycle_{cycle:03d}.pt"
+    if not path.is_file():
+        path = tracking.download_run_artifact(p.run_id, f"checkpoints/cycle_{cycle:03d}.pt",
+                                              run_dir / "downloads")
+    return detector_from_checkpoint(path)
+
+
+def _register_final(p: CycleParams, run_dir: Path, model, result) -> None:
+    ckpt = run_dir / f"cycle_{p.cycles:03d}.pt"
+    version = tracking.log_detector(ckpt, registered_name=tracking.DETECTOR_MODEL, version_tags={
+        "sampler": p.sampler, "protocol": p.protocol, "cycle": p.cycles, "mAP50": f"{result.mAP50:.6f}",
+        "seed": p.seed, "run_id": p.run_id})
+    promoted = tracking.promote_if_better(tracking.DETECTOR_MODEL, version.version, "mAP50", result.mAP50)
+    print(f"registered {tracking.DETECTOR_MODEL} version {version.version}"
+          f"{' (now @champion)' if promoted else ''}", flush=True)
+
+
+def _worker_main() -> None:
+    params = json.loads(os.environ[PARAMS_ENV])
+    cycle_worker(CycleParams(**params))
+
+
+if __name__ == "__main__":
+    _worker_main()

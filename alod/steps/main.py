@@ -1,0 +1,101 @@
+"""The `main` step: pretrain -> rank -> cycle for several samplers and seeds, then compare.
+
+Like MLflow's multistep_workflow, a step whose finished run has identical
+parameters and code version is reused instead of run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from alod import tracking
+from alod.plots import learning_curves
+from alod.report import compare_table
+from alod.steps.cycle import CycleParams, run_cycles
+from alod.steps.pretrain import PretrainParams, run_pretrain
+from alod.steps.rank import RankParams, run_rank
+
+
+@dataclass
+class MainParams:
+    data: str | None = None
+    samplers: tuple[str, ...] = ("random", "boxcount")
+    seeds: tuple[int, ...] = (0,)
+    arch: str = "fasterrcnn_resnet50_fpn"
+    fraction: float = 0.7
+    pretrain_epochs: int = 50
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 0.02
+    protocol: str = "batches"
+    cycles: int = 13
+    per_cycle: int = 1000
+    batches: int = 14
+    batch_images: int = 5000
+    reset: bool = True
+    nproc: int = 1
+    workers: int = 2
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    work_dir: str = ".alod"
+
+
+def _reuse_or_run(experiment: str, step: str, params: dict, run):
+    found = tracking.find_finished_run(experiment, step, params, tracking.code_version())
+    if found is not None:
+        print(f"reusing finished {step} run {found.info.run_id} (same parameters and code)", flush=True)
+        return found.info.run_id
+    return run()
+
+
+def run_main(p: MainParams) -> str:
+    tracking.setup(p.experiment)
+    common = {"data": p.data, "experiment": p.experiment, "work_dir": p.work_dir}
+    with tracking.run("main", run_name="main", tags={"alod.samplers": ",".join(p.samplers),
+                                                      "alod.seeds": ",".join(map(str, p.seeds))}) as main_id:
+        tracking.log_params({k: v for k, v in dataclasses.asdict(p).items()
+                             if k not in ("experiment", "work_dir")})
+        cycle_runs = []
+        for seed in p.seeds:
+            pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs,
+                                 batch_size=p.batch_size, lr=p.lr, seed=seed, workers=p.workers, **common)
+            pre_id = _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
+                                   lambda: _detached(run_pretrain, pre)[0])
+            version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
+            model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
+            for sampler in p.samplers:
+                rank = RankParams(model_uri=model_uri, sampler=sampler, batches=p.batches,
+                                  batch_images=p.batch_images, seed=seed, workers=p.workers, **common)
+                rank_id = _reuse_or_run(p.experiment, "rank", rank.logged_params(),
+                                        lambda: _detached(run_rank, rank))
+                cyc = CycleParams(ranking=rank_id, sampler=sampler, protocol=p.protocol, cycles=p.cycles,
+                                  per_cycle=p.per_cycle, epochs=p.epochs, arch=p.arch,
+                                  batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset,
+                                  nproc=p.nproc, workers=p.workers, **common)
+                cycle_id = _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
+                                         lambda: _detached(run_cycles, cyc))
+                cycle_runs.append(cycle_id)
+        curves = tracking.cycle_curves(p.experiment)
+        curves = curves[curves["run_id"].isin(cycle_runs)]
+        write_comparison(curves, Path(p.work_dir) / "runs" / main_id / "compare", log=True)
+    return main_id
+
+
+def _detached(fn, params):
+    """Run a step as its own top-level run while the main run stays open."""
+    with tracking.suspended():
+        return fn(params)
+
+
+def write_comparison(curves, out: Path, *, log: bool = False) -> tuple:
+    out.mkdir(parents=True, exist_ok=True)
+    table = compare_table(curves)
+    table.to_csv(out / "comparison.csv", index=False)
+    curves.to_csv(out / "curves.csv", index=False)
+    fig = learning_curves(curves, title="mAP50 against labeled images")
+    fig.savefig(out / "learning_curve.png", dpi=120)
+    if log:
+        for name in ("comparison.csv", "curves.csv", "learning_curve.png"):
+            tracking.log_artifact(out / name, "compare")
+    return table, out / "learning_curve.png"

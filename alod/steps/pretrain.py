@@ -1,0 +1,89 @@
+"""The `pretrain` step: train on a seeded fraction of the training split, register the model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alod import tracking
+from alod.data.dataset import DetectionDataset
+from alod.engine import distributed
+from alod.engine.evaluate import evaluate
+from alod.engine.train import TrainConfig, fit
+from alod.models import build_detector
+from alod.steps.common import default_device, load_split, predict_all, subset
+
+LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+@dataclass
+class PretrainParams:
+    data: str | None = None
+    arch: str = "fasterrcnn_resnet50_fpn"
+    fraction: float = 0.7
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 0.02
+    seed: int = 0
+    workers: int = 2
+    eval_batch_size: int = 8
+    eval_every: int = 1
+    weights: str | None = None  # a local weight file to start from (no downloads)
+    register: bool = True
+    experiment: str = tracking.DEFAULT_EXPERIMENT
+    work_dir: str = ".alod"
+
+    def logged_params(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("experiment", "work_dir")}
+
+
+def run_pretrain(p: PretrainParams) -> tuple[str, object]:
+    """Returns (run id, registered ModelVersion or None)."""
+    tracking.setup(p.experiment)
+    device = default_device()
+    train = load_split(p.data, "train")
+    val = load_split(p.data, "val")
+    frames = subset(train.frames, p.fraction, p.seed)
+    tags = {"alod.seed": p.seed, "alod.dataset": train.digest, "alod.arch": p.arch,
+            "alod.code_version": tracking.code_version()}
+    with tracking.run("pretrain", run_name=f"pretrain-{p.arch}-s{p.seed}", tags=tags) as run_id:
+        tracking.log_params({**p.logged_params(), "train_images": len(frames)})
+        run_dir = Path(p.work_dir) / "runs" / run_id
+        ckpt = run_dir / "pretrained.pt"
+        torch.manual_seed(p.seed)
+        model = build_detector(p.arch, weights=p.weights).to(device)
+        config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
+                             workers=p.workers, device=str(device))
+        last_eval: dict = {}
+
+        def on_epoch_end(epoch: int, stats: dict) -> None:
+            metrics = {k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats}
+            if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
+                preds = predict_all(model, val.frames, val.images, device=device,
+                                    batch_size=p.eval_batch_size, workers=p.workers)
+                result = evaluate(val.frames, preds)
+                last_eval["result"] = result
+                metrics.update({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95})
+                model.train()
+            tracking.log_metrics(metrics, step=epoch + 1)
+
+        fit(model, DetectionDataset(frames, train.images, train=True), config,
+            checkpoint_path=ckpt, resume=False, on_epoch_end=on_epoch_end)
+        result = last_eval["result"]
+        tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
+        tracking.log_artifact(ckpt, "checkpoints")
+        print(result.as_table(), flush=True)
+        version = None
+        if p.register and distributed.is_main_process():
+            version = tracking.log_detector(ckpt, registered_name=tracking.PRETRAINED_MODEL, version_tags={
+                "arch": p.arch, "mAP50": f"{result.mAP50:.6f}", "seed": p.seed, "run_id": run_id,
+                "fraction": p.fraction})
+            tracking.set_alias(tracking.PRETRAINED_MODEL, tracking.CHAMPION, version.version)
+            tracking.set_tags({"alod.registered_version": version.version})
+            print(f"registered {tracking.PRETRAINED_MODEL} version {version.version} as @champion",
+                  flush=True)
+    return run_id, version

@@ -1,0 +1,417 @@
+"""The one place in alod/ that talks to MLflow.
+
+Only the main process (rank 0) logs: every function here is a no-op on other
+ranks, and `run()` never opens a run there. The default tracking store is a
+local SQLite file; `MLFLOW_TRACKING_URI` points at a server instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from alod.engine.distributed import is_main_process
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "alod"
+PRETRAINED_MODEL = "alod-pretrained"
+DETECTOR_MODEL = "alod-detector"
+CHAMPION = "champion"
+RUN_ID_ENV = "ALOD_RUN_ID"  # how torchrun workers learn the run that rank 0 writes to
+PYFUNC_FILE = Path(__file__).resolve().parents[1] / "entrypoints" / "pyfunc_detector.py"
+_PYFUNC_REQUIREMENTS = ["torch", "torchvision", "numpy", "pandas", "pillow"]
+
+
+class TrackingError(RuntimeError):
+    """A tracking problem the user can fix (missing model, wrong alias, ...)."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
+    """Point MLflow at the tracking store and select the experiment (rank 0 only)."""
+    if not is_main_process():
+        return None
+    mlflow.set_tracking_uri(tracking_uri())
+    # Under `mlflow run` the run (and so the experiment) already exists: follow it,
+    # so nested cycle runs land beside their parent.
+    if os.environ.get("MLFLOW_RUN_ID"):
+        run = _retry(MlflowClient().get_run, os.environ["MLFLOW_RUN_ID"])
+        exp = _retry(mlflow.set_experiment, experiment_id=run.info.experiment_id)
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        exp = _retry(mlflow.set_experiment, experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        exp = _retry(mlflow.set_experiment, experiment)
+    return exp.experiment_id
+
+
+def _retry(fn, *args, attempts: int = 5, base_delay: float = 0.5, **kwargs):
+    """Retry transient tracking failures (server restart, network blip) with backoff."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as e:
+            # Client errors (bad request, not found) are not transient.
+            code = getattr(e, "error_code", "")
+            if code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                        "PERMISSION_DENIED", "UNAUTHENTICATED") or attempt == attempts - 1:
+                raise
+        except (ConnectionError, OSError, TimeoutError):
+            if attempt == attempts - 1:
+                raise
+        time.sleep(base_delay * 2**attempt)
+
+
+@contextmanager
+def run(
+    step: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+) -> Iterator[str | None]:
+    """Open (or reopen, with run_id) a run tagged alod.step; yields its id (None off rank 0)."""
+    if not is_main_process():
+        yield run_id or os.environ.get(RUN_ID_ENV)
+        return
+    all_tags = {"alod.step": step, **{k: str(v) for k, v in (tags or {}).items()}}
+    active = _retry(mlflow.start_run, run_id=run_id, run_name=run_name if not run_id else None,
+                    nested=nested, tags=all_tags)
+    status = "FAILED"
+    try:
+        yield active.info.run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _retry(mlflow.end_run, status=status)
+
+
+@contextmanager
+def attached(run_id: str | None) -> Iterator[None]:
+    """Make `run_id` the active run in this process (a torchrun worker), unless it already is."""
+    if not is_main_process() or run_id is None or active_run_id() == run_id:
+        yield
+        return
+    mlflow.set_tracking_uri(tracking_uri())
+    _retry(mlflow.start_run, run_id=run_id)
+    try:
+        yield
+    finally:
+        # The launcher that opened the run sets its final status.
+        _retry(mlflow.end_run)
+
+
+def active_run_id() -> str | None:
+    r = mlflow.active_run()
+    return r.info.run_id if r else None
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    if is_main_process():
+        _retry(mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    if is_main_process():
+        _retry(mlflow.log_params, {k: _param_value(v) for k, v in params.items()})
+
+
+def _param_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """One batch call, so a cycle's metrics land together or not at all."""
+    if not is_main_process():
+        return
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    if clean:
+        _retry(mlflow.log_metrics, clean, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    if is_main_process():
+        _retry(mlflow.log_artifact, str(path), artifact_path=artifact_path)
+
+
+def log_dict(data: Any, artifact_file: str) -> None:
+    if is_main_process():
+        _retry(mlflow.log_dict, data, artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    if is_main_process():
+        _retry(mlflow.log_figure, figure, artifact_file)
+
+
+def log_image(image, key: str, step: int) -> None:
+    if is_main_process():
+        _retry(mlflow.log_image, image, key=key, step=step)
+
+
+# --- models and the registry -------------------------------------------------
+
+
+def log_detector(
+    checkpoint: str | Path,
+    *,
+    registered_name: str | None = None,
+    version_tags: Mapping[str, Any] | None = None,
+) -> Any:
+    """Log a checkpoint as a models-from-code pyfunc and optionally register it.
+
+    Returns the registered ModelVersion (or None when not registering).
+    """
+    if not is_main_process():
+        return None
+    # The pyfunc takes DataFrames of any shape on purpose; MLflow's type-hint nag does not apply.
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+    info = _retry(
+        mlflow.pyfunc.log_model,
+        name="model",
+        python_model=str(PYFUNC_FILE),
+        artifacts={"checkpoint": str(checkpoint)},
+        pip_requirements=_PYFUNC_REQUIREMENTS,
+        registered_model_name=registered_name,
+    )
+    if registered_name is None:
+        return None
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in (version_tags or {}).items():
+        _retry(client.set_model_version_tag, registered_name, version, key, str(value))
+    return _retry(client.get_model_version, registered_name, version)
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    if is_main_process():
+        _retry(MlflowClient().set_registered_model_alias, name, alias, str(version))
+
+
+def promote_if_better(name: str, version: str | int, metric: str, value: float,
+                      alias: str = CHAMPION) -> bool:
+    """Move `alias` to this version only when its metric beats the current holder's."""
+    if not is_main_process():
+        return False
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+        best = float(current.tags.get(metric, "nan"))
+    except MlflowException:
+        best = float("nan")
+    if math.isnan(best) or value > best:
+        set_alias(name, alias, version)
+        return True
+    return False
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """models:/name@alias or models:/name/version -> (name, alias, version)."""
+    if not uri.startswith("models:/"):
+        raise TrackingError(f"model URI {uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
+    rest = uri[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    if "/" in rest:
+        name, version = rest.split("/", 1)
+        return name, None, version
+    return rest, None, None
+
+
+def resolve_model_version(uri: str) -> Any:
+    """The registry entry behind a models:/ URI, or a TrackingError saying what is missing."""
+    name, alias, version = parse_model_uri(uri)
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise TrackingError(
+            f"registered model {name!r} not found at {tracking_uri()}; "
+            f"registered models: {', '.join(names) or 'none'} (run `alod pretrain` first?)"
+        ) from None
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        if version:
+            return client.get_model_version(name, version)
+        versions = client.search_model_versions(f"name='{name}'")
+        return max(versions, key=lambda v: int(v.version))
+    except MlflowException:
+        aliases = sorted(client.get_registered_model(name).aliases or {})
+        raise TrackingError(
+            f"{uri}: no such {'alias' if alias else 'version'} of {name!r}; "
+            f"aliases: {', '.join(aliases) or 'none'}"
+        ) from None
+
+
+def download_registered_checkpoint(uri: str, dst: str | Path | None = None) -> tuple[Path, Any]:
+    """Download a registered detector's checkpoint file; returns (path, ModelVersion)."""
+    version = resolve_model_version(uri)
+    dst = Path(dst or tempfile.mkdtemp(prefix="alod-model-"))
+    local = Path(_retry(mlflow.artifacts.download_artifacts,
+                        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)))
+    found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
+    if not found:
+        raise TrackingError(f"{uri} (version {version.version}) holds no checkpoint file")
+    return found[0], version
+
+
+# --- finding runs ------------------------------------------------------------
+
+
+def find_finished_run(experiment: str, step: str, params: Mapping[str, Any],
+                      code_version: str) -> Any:
+    """A FINISHED run of this step with identical parameters and code, or None."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`alod.step` = '{step}' and tags.`alod.code_version` = '{code_version}' "
+                      "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    wanted = {k: _param_value(v) for k, v in params.items()}
+    for r in runs:
+        if all(r.data.params.get(k) == v for k, v in wanted.items()):
+            return r
+    return None
+
+
+def get_run(run_id: str) -> Any:
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException as e:
+        raise TrackingError(f"run {run_id!r} not found at {tracking_uri()}: {e.message}") from None
+
+
+def metric_steps(run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def download_run_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
+    dst = dst or tempfile.mkdtemp(prefix="alod-art-")
+    try:
+        return Path(_retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path,
+                           dst_path=str(dst)))
+    except MlflowException as e:
+        raise TrackingError(f"run {run_id}: artifact {path!r} not found: {e.message}") from None
+
+
+def code_version() -> str:
+    """A digest of alod's own source: a finished step is reused only for the same code."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def search_runs(experiment: str, filter_string: str = "") -> list:
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"experiment {experiment!r} not found at {tracking_uri()}")
+    return client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=10000)
+
+
+
+def cycle_curves(experiment: str, filter_string: str = "") -> "pd.DataFrame":
+    """Per-cycle points of every finished cycle run: sampler, protocol, seed, cycle, metrics."""
+    import pandas as pd
+
+    flt = "tags.`alod.step` = 'cycle'" + (f" and {filter_string}" if filter_string else "")
+    rows = []
+    for r in search_runs(experiment, flt):
+        tags = r.data.tags
+        histories = {key: metric_steps(r.info.run_id, key) for key in ("mAP50", "labeled_images", "labeled_boxes")}
+        for cycle, value in sorted(histories["mAP50"].items()):
+            rows.append({
+                "run_id": r.info.run_id, "sampler": tags.get("alod.sampler", "?"),
+                "protocol": tags.get("alod.protocol", "?"), "seed": tags.get("alod.seed", "?"),
+                "cycle": cycle, "mAP50": value,
+                "labeled_images": histories["labeled_images"].get(cycle, float("nan")),
+                "labeled_boxes": histories["labeled_boxes"].get(cycle, float("nan")),
+                "status": r.info.status,
+            })
+    return pd.DataFrame(rows, columns=["run_id", "sampler", "protocol", "seed", "cycle", "mAP50",
+                                       "labeled_images", "labeled_boxes", "status"])
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Detach the active run for a while (so a step opens its own top-level run), then reattach."""
+    current = mlflow.active_run()
+    if current is None or not is_main_process():
+        yield
+        return
+    run_id = current.info.run_id
+    # end_run would mark it FINISHED; pop it from the fluent stack and re-enter afterwards.
+    mlflow.end_run(status="RUNNING")
+    try:
+        yield
+    finally:
+        _retry(mlflow.start_run, run_id=run_id)
+
+
+def registered_version_of_run(name: str, run_id: str) -> str:
+    versions = MlflowClient().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if not versions:
+        raise TrackingError(f"run {run_id} registered no version of {name!r}")
+    return max(versions, key=lambda v: int(v.version)).version
+
+
+def setup_client() -> None:
+    """Point MLflow at the tracking store without selecting an experiment (read-only commands)."""
+    mlflow.set_tracking_uri(tracking_uri())
+
+
+def registered_versions(names) -> list[dict]:
+    client = MlflowClient()
+    rows = []
+    for name in names:
+        try:
+            aliases = client.get_registered_model(name).aliases or {}
+        except MlflowException:
+            continue
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+            rows.append({"model": name, "version": v.version, "aliases": ",".join(by_version.get(v.version, [])),
+                         "run_id": v.run_id, **{k: v.tags.get(k, "") for k in ("sampler", "protocol", "cycle", "mAP50")}})
+    return rows
+
+
+def load_registered_detector(uri: str, map_location: str = "cpu"):
+    """A registered version as a torch detector (weights_only load); returns (model, ModelVersion)."""
+    from alod.models import detector_from_checkpoint
+
+    path, version = download_registered_checkpoint(uri)
+    return detector_from_checkpoint(path, map_location=map_location), version

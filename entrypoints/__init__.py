@@ -1,0 +1,1 @@
+"""Thin click commands over the alod library: one module per MLflow step."""

@@ -1,0 +1,29 @@
+"""`alod compare`: the sampler table and learning-curve PNG from finished cycle runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from entrypoints.options import experiment_option, friendly_errors
+
+
+@click.command()
+@experiment_option
+@click.option("--filter", "filter_string", default="", help="Extra MLflow search filter, e.g. tags.`alod.protocol` = 'pool'.")
+@click.option("--out", type=click.Path(file_okay=False), default="compare", show_default=True)
+@friendly_errors
+def compare(experiment, filter_string, out):
+    """Compare samplers: mAP50 per cycle, area under the curve, labels to 95 %."""
+    from alod import tracking
+    from alod.steps.main import write_comparison
+
+    tracking.setup_client()
+    curves = tracking.cycle_curves(experiment, filter_string)
+    if curves.empty:
+        raise click.ClickException(f"no cycle runs with mAP50 in experiment {experiment!r}")
+    table, png = write_comparison(curves, Path(out))
+    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 50):
+        click.echo(table.to_string(index=False))
+    click.echo(f"\nwrote {Path(out) / 'comparison.csv'} and {png}")

@@ -1,0 +1,39 @@
+"""`alod cycle`: active-learning cycles (torchrun for nproc > 1)."""
+
+from __future__ import annotations
+
+import click
+
+from entrypoints.options import (common_train_options, data_option, experiment_option,
+                                 friendly_errors, none_if_empty, seed_option)
+
+
+@click.command()
+@data_option
+@click.option("--ranking", default=None, callback=none_if_empty,
+              help="A rank run id or a ranking.parquet path (protocol batches).")
+@click.option("--sampler", default=None, callback=none_if_empty,
+              help="Sampler for protocol pool (default: the ranking's sampler, else boxcount).")
+@click.option("--protocol", type=click.Choice(["batches", "pool"]), default="batches", show_default=True)
+@click.option("--cycles", type=int, default=13, show_default=True)
+@click.option("--per-cycle", type=int, default=1000, show_default=True, help="Images unveiled per cycle.")
+@common_train_options
+@seed_option
+@click.option("--reset", type=click.BOOL, default=True, show_default=True,
+              help="Re-initialise the detector every cycle (false: warm-start).")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes for torchrun (GPUs; gloo on CPU).")
+@click.option("--eval-batch-size", type=int, default=8, show_default=True)
+@click.option("--score-threshold", type=float, default=0.05, show_default=True)
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="Register the final model as a version of alod-detector.")
+@click.option("--resume-run-id", default=None, callback=none_if_empty,
+              help="Resume an interrupted cycle run from its last completed cycle.")
+@experiment_option
+@friendly_errors
+def cycle(**kwargs):
+    """Run active-learning cycles on a ranking (or the whole pool)."""
+    from alod.steps.cycle import CycleParams, run_cycles
+
+    run_id = run_cycles(CycleParams(**kwargs))
+    click.echo(f"cycle run {run_id}")

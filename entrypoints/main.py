@@ -1,0 +1,32 @@
+"""`alod run`: pretrain -> rank -> cycle for several samplers and seeds, then compare."""
+
+from __future__ import annotations
+
+import click
+
+from entrypoints.options import (common_train_options, csv_list, data_option, experiment_option,
+                                 friendly_errors)
+
+
+@click.command(name="run")
+@data_option
+@click.option("--samplers", default="random,boxcount", show_default=True, callback=csv_list(str))
+@click.option("--seeds", default="0", show_default=True, callback=csv_list(int))
+@common_train_options
+@click.option("--fraction", type=float, default=0.7, show_default=True)
+@click.option("--pretrain-epochs", type=int, default=50, show_default=True)
+@click.option("--protocol", type=click.Choice(["batches", "pool"]), default="batches", show_default=True)
+@click.option("--cycles", type=int, default=13, show_default=True)
+@click.option("--per-cycle", type=int, default=1000, show_default=True)
+@click.option("--batches", type=int, default=14, show_default=True)
+@click.option("--batch-images", type=int, default=5000, show_default=True)
+@click.option("--reset", type=click.BOOL, default=True, show_default=True)
+@click.option("--nproc", type=int, default=1, show_default=True)
+@experiment_option
+@friendly_errors
+def main(**kwargs):
+    """Chain every step for each sampler and seed; log a comparison."""
+    from alod.steps.main import MainParams, run_main
+
+    table_run = run_main(MainParams(**kwargs))
+    click.echo(f"main run {table_run}")

@@ -1,0 +1,41 @@
+"""`alod predict`: Scalabel-format predictions from a registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from alod.tracking import CHAMPION, DETECTOR_MODEL
+from entrypoints.options import friendly_errors
+
+
+@click.command()
+@click.option("--model-uri", default=f"models:/{DETECTOR_MODEL}@{CHAMPION}", show_default=True)
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Predictions JSON to write.")
+@click.option("--score-threshold", type=float, default=0.3, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@friendly_errors
+def predict(model_uri, images, out, score_threshold, batch_size):
+    """Predict boxes for IMAGES and write them in Scalabel format (BDD100K evaluator input)."""
+    from alod import tracking
+    from alod.data.bdd100k import save_frames
+    from alod.data.frames import Frame
+    from alod.models import detector_from_checkpoint
+    from alod.steps.common import default_device
+    from alod.steps.predict import predict_files
+
+    tracking.setup_client()
+    ckpt, version = tracking.download_registered_checkpoint(model_uri)
+    device = default_device()
+    model = detector_from_checkpoint(ckpt).to(device)
+    preds = predict_files(model, images, device=device, batch_size=batch_size)
+    kept = []
+    for f in preds:
+        keep = f.scores >= score_threshold
+        kept.append(Frame(f.name, f.boxes[keep], f.labels[keep], scores=f.scores[keep],
+                          width=f.width, height=f.height))
+    save_frames(kept, Path(out), scores=True)
+    click.echo(f"{version.name} v{version.version}: {sum(len(f) for f in kept)} boxes "
+               f"in {len(kept)} image(s) -> {out}")

@@ -1,0 +1,256 @@
+"""The MLflow experiment package end to end: `mlflow run` on every entry point,
+checked through MlflowClient (runs, tags, metric steps, nested runs, artifacts,
+registered versions and aliases) and a pyfunc prediction."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "alod-test"
+TRAIN, VAL = 48, 16
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A synthetic dataset and an empty SQLite tracking store for this module."""
+    from alod.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("pipeline")
+    write_dataset(root / "data", train=TRAIN, val=VAL, seed=0)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    yield root
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def mlflow_run(store: Path, entry: str, env_extra: dict | None = None, check: bool = True, **params):
+    params.setdefault("data", str(store / "data"))
+    params.setdefault("work_dir", str(store / "work"))
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
+           "--experiment-name", EXPERIMENT]
+    for key, value in params.items():
+        cmd += ["-P", f"{key}={value}"]
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run(cmd, cwd=store, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mlflow run -e {entry} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    match = re.findall(r"Run \(ID '([0-9a-f]+)'\)", proc.stdout + proc.stderr)
+    return (match[-1] if match else None), proc
+
+
+TINY = dict(arch="tiny", batch_size=4, workers=0, lr=0.04)
+
+
+@pytest.fixture(scope="module")
+def pipeline(store):
+    pre_id, _ = mlflow_run(store, "pretrain", fraction=0.5, epochs=2, **TINY)
+    rank_id, _ = mlflow_run(store, "rank", sampler="boxcount", batches=3, batch_images=16, workers=0)
+    cycle_id, _ = mlflow_run(store, "cycle", ranking=rank_id, cycles=2, per_cycle=8, epochs=2, **TINY)
+    return {"pretrain": pre_id, "rank": rank_id, "cycle": cycle_id}
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def test_pretrain_run_and_registry(pipeline):
+    run = client().get_run(pipeline["pretrain"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["alod.step"] == "pretrain"
+    assert run.data.params["arch"] == "tiny" and run.data.params["fraction"] == "0.5"
+    assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "loss")) == [1, 2]
+    assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "mAP50")) == [1, 2]
+    assert [a.path for a in client().list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/pretrained.pt"]
+    champion = client().get_model_version_by_alias("alod-pretrained", "champion")
+    assert champion.run_id == run.info.run_id
+
+
+def test_rank_loads_from_registry_and_writes_ranking(pipeline, store):
+    run = client().get_run(pipeline["rank"])
+    tags = run.data.tags
+    assert tags["alod.step"] == "rank" and tags["alod.sampler"] == "boxcount"
+    champion = client().get_model_version_by_alias("alod-pretrained", "champion")
+    assert tags["alod.model_version"] == champion.version
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="ranking/ranking.parquet",
+                                               dst_path=str(store / "dl"))
+    ranking = pd.read_parquet(path)
+    assert list(ranking.columns) == ["image", "score", "rank", "batch"]
+    assert len(ranking) == TRAIN and ranking["image"].is_unique
+    assert ranking["batch"].value_counts().to_dict() == {1: 16, 2: 16, 3: 16}
+    assert ranking["score"].is_monotonic_decreasing
+    assert "plots/score_histogram.png" in [a.path for a in client().list_artifacts(run.info.run_id, "plots")]
+
+
+def test_cycle_metrics_children_state_and_registry(pipeline, store):
+    run_id = pipeline["cycle"]
+    run = client().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["alod.step"] == "cycle"
+    assert run.data.tags["alod.protocol"] == "batches" and run.data.tags["alod.sampler"] == "boxcount"
+    for key in ("mAP50", "mAP50_95", "loss", "loss_classifier", "loss_box_reg", "loss_objectness",
+                "loss_rpn_box_reg", "labeled_images", "labeled_boxes", "train_seconds", "images_per_second",
+                "AP50.car"):
+        assert sorted(m.step for m in client().get_metric_history(run_id, key)) == [1, 2], key
+    labeled = {m.step: m.value for m in client().get_metric_history(run_id, "labeled_images")}
+    assert labeled == {1: 8, 2: 16}
+
+    children = client().search_runs([run.info.experiment_id],
+                                    filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert sorted(c.data.tags["alod.cycle"] for c in children) == ["1", "2"]
+    for child in children:
+        assert sorted(m.step for m in client().get_metric_history(child.info.run_id, "loss")) == [0, 1]
+
+    import mlflow
+
+    state = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="state/labeled.json", dst_path=str(store / "dl2"))).read_text())
+    ranking = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=pipeline["rank"], artifact_path="ranking/ranking.parquet", dst_path=str(store / "dl3")))
+    cycle1 = [n for n, c in state.items() if c == 1]
+    cycle2 = [n for n, c in state.items() if c == 2]
+    assert len(cycle1) == 8 and set(cycle1) <= set(ranking[ranking["batch"] == 1]["image"])
+    assert cycle2 == ranking[ranking["batch"] == 2]["image"].head(8).tolist()
+    assert {a.path for a in client().list_artifacts(run_id, "checkpoints")} == {
+        "checkpoints/cycle_001.pt", "checkpoints/cycle_002.pt"}
+
+    versions = client().search_model_versions(f"name='alod-detector' and run_id='{run_id}'")
+    assert len(versions) == 1
+    tags = versions[0].tags
+    assert tags["sampler"] == "boxcount" and tags["protocol"] == "batches" and tags["cycle"] == "2"
+    mAP = {m.step: m.value for m in client().get_metric_history(run_id, "mAP50")}
+    assert float(tags["mAP50"]) == pytest.approx(mAP[2], abs=1e-6)
+    assert client().get_model_version_by_alias("alod-detector", "champion").version == versions[0].version
+
+
+def test_registered_model_loads_as_torch_and_pyfunc(pipeline, store):
+    import mlflow
+    import torch
+
+    from alod.tracking import load_registered_detector
+
+    model, version = load_registered_detector("models:/alod-detector@champion")
+    assert isinstance(model, torch.nn.Module) and version.run_id == pipeline["cycle"]
+    image = next((store / "data" / "images" / "100k" / "val").glob("*.jpg"))
+    pyfunc = mlflow.pyfunc.load_model("models:/alod-detector@champion")
+    out = pyfunc.predict(pd.DataFrame({"image": [base64.b64encode(image.read_bytes()).decode()]}))
+    assert list(out.columns) == ["name", "boxes", "labels", "scores"] and len(out) == 1
+    row = out.iloc[0]
+    assert len(row["boxes"]) == len(row["labels"]) == len(row["scores"])
+    model.eval()
+    from torchvision.io import decode_image
+
+    with torch.inference_mode():
+        direct = model([decode_image(str(image)).float() / 255])[0]
+    assert len(direct["boxes"]) == len(row["boxes"])
+
+
+def test_predict_and_models_list_commands(pipeline, store):
+    from entrypoints.cli import cli
+
+    images = sorted((store / "data" / "images" / "100k" / "val").glob("*.jpg"))[:3]
+    out = store / "preds.json"
+    result = CliRunner().invoke(cli, ["predict", "--model-uri", "models:/alod-detector@champion",
+                                      *map(str, images), "--out", str(out), "--score-threshold", "0"])
+    assert result.exit_code == 0, result.output
+    preds = json.loads(out.read_text())
+    assert [p["name"] for p in preds] == [i.name for i in images]
+    assert all("score" in label and "box2d" in label for p in preds for label in p["labels"])
+    listing = CliRunner().invoke(cli, ["models", "list"])
+    assert listing.exit_code == 0 and "alod-detector" in listing.output and "champion" in listing.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["rank", "--model-uri", "models:/no-such-model@champion"], "not found"),
+    (["rank", "--model-uri", "models:/alod-pretrained@nope"], "no such alias"),
+    (["cycle", "--cycles", "20", "--per-cycle", "8"], "exceeds the pool"),
+    (["cycle", "--cycles", "2", "--per-cycle", "30"], "exceeds the smallest ranking batch"),
+])
+def test_bad_inputs_fail_before_training(pipeline, store, args, message):
+    from entrypoints.cli import cli
+
+    if args[0] == "cycle":
+        args = args + ["--ranking", pipeline["rank"], "--arch", "tiny"]
+    result = CliRunner().invoke(cli, [*args, "--data", str(store / "data"), "--experiment-name", EXPERIMENT,
+                                      "--work-dir", str(store / "work")])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ranking_from_another_dataset_is_refused(pipeline, store, tmp_path):
+    from alod.data.synthetic import write_dataset
+    from entrypoints.cli import cli
+
+    write_dataset(tmp_path / "other", train=TRAIN, val=4, seed=99)
+    result = CliRunner().invoke(cli, ["cycle", "--data", str(tmp_path / "other"), "--ranking", pipeline["rank"],
+                                      "--cycles", "1", "--per-cycle", "4", "--arch", "tiny",
+                                      "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
+    assert result.exit_code != 0 and "dataset" in result.output
+
+
+def _labeled_state(run_id, dst):
+    import mlflow
+
+    return json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="state/labeled.json", dst_path=str(dst))).read_text())
+
+
+def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path):
+    params = dict(ranking=pipeline["rank"], cycles=2, per_cycle=8, epochs=1, register="false", **TINY)
+    _, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": "after_metrics:1"}, check=False, **params)
+    assert proc.returncode != 0
+    killed = client().search_runs(
+        [client().get_experiment_by_name(EXPERIMENT).experiment_id],
+        filter_string="tags.`alod.step` = 'cycle' and params.register = 'False'",
+        order_by=["attributes.start_time DESC"])[0]
+    assert {m.step for m in client().get_metric_history(killed.info.run_id, "mAP50")} == {1}
+    mlflow_run(store, "cycle", resume_run_id=killed.info.run_id, **params)
+    for key in ("mAP50", "labeled_images", "loss"):
+        steps = [m.step for m in client().get_metric_history(killed.info.run_id, key)]
+        assert sorted(steps) == [1, 2], (key, steps)
+    uninterrupted = _labeled_state(pipeline["cycle"], tmp_path / "a")
+    assert _labeled_state(killed.info.run_id, tmp_path / "b") == uninterrupted
+
+
+def test_torchrun_two_processes_one_run_same_labels(pipeline, store, tmp_path):
+    from entrypoints.cli import cli
+
+    exp_id = client().get_experiment_by_name(EXPERIMENT).experiment_id
+    before = {r.info.run_id for r in client().search_runs([exp_id])}
+    args = ["cycle", "--data", str(store / "data"), "--ranking", pipeline["rank"], "--cycles", "2",
+            "--per-cycle", "8", "--epochs", "3", "--arch", "tiny", "--batch-size", "2", "--workers", "0",
+            "--lr", "0.04", "--nproc", "2", "--no-register", "--experiment-name", EXPERIMENT,
+            "--work-dir", str(store / "work")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    new = [r for r in client().search_runs([exp_id]) if r.info.run_id not in before]
+    parents = [r for r in new if r.data.tags.get("alod.step") == "cycle"]
+    assert len(parents) == 1, [r.data.tags for r in new]
+    children = [r for r in new if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 2 and len(new) == 3
+    assert _labeled_state(parents[0].info.run_id, tmp_path / "a") == _labeled_state(pipeline["cycle"], tmp_path / "b")
+    child2 = next(c for c in children if c.data.tags["alod.cycle"] == "2")
+    losses = [m.value for m in sorted(client().get_metric_history(child2.info.run_id, "loss"), key=lambda m: m.step)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
