@@ -1,0 +1,679 @@
+"""Read, validate and write BDD100K detection labels.
+
+Accepted shapes (detected from the content, not the file name):
+
+- a JSON list of Scalabel frames (2018 release, det_20, prediction files),
+- a Scalabel dataset dump ``{"frames": [...], "groups": ..., "config": ...}``,
+- a folder of per-image 2018 files ``{"name", "frames": [{"objects": [...]}]}``,
+- COCO ``{"images", "annotations", "categories"}`` (categories matched by name).
+
+Everything is checked in one pass so a user sees every defect at once; each
+`Problem` names file, frame, label index and field. Scalabel ``box2d`` x2/y2 are
+inclusive and become exclusive (+1) here, see `alod.data.frames`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from alod.data import categories
+from alod.data.frames import Frame, LabelError, LoadReport, Problem
+
+# Reasons used as keys of LoadReport.skipped (the CLI prints them).
+NO_BOX2D = "no box2d"
+ZERO_AREA = "zero or negative area"
+# Prefix of the Problem message for a frame whose image file is missing.
+MISSING_IMAGE = "image file not found"
+
+_COORDS = ("x1", "y1", "x2", "y2")
+
+__all__ = [
+    "MISSING_IMAGE",
+    "NO_BOX2D",
+    "ZERO_AREA",
+    "check_labels",
+    "dataset_digest",
+    "load_labels",
+    "resolve_image_path",
+    "save_frames",
+    "split_paths",
+    "write_json_atomic",
+]
+
+
+# ---------------------------------------------------------------------------
+# public API
+
+
+def load_labels(
+    path: str | os.PathLike,
+    *,
+    skip_unknown: bool = False,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[list[Frame], LoadReport]:
+    """Load a label file or folder; raise `LabelError` listing every problem found.
+
+    image_size: (width, height) used to clip boxes of frames whose size the
+    file does not give (BDD100K images are 1280x720).
+    """
+    frames, report = _load(Path(path), skip_unknown=skip_unknown, image_size=image_size)
+    if report.problems:
+        raise LabelError(report.problems)
+    return frames, report
+
+
+def check_labels(
+    path: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    skip_unknown: bool = False,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[list[Frame], LoadReport]:
+    """Like `load_labels` but never raises on bad content: problems are in the report.
+
+    With `images`, every frame's image must exist under that folder; image sizes
+    are read from the file headers (no decode) and used to clip boxes.
+    """
+    return _load(
+        Path(path),
+        skip_unknown=skip_unknown,
+        image_size=image_size,
+        images=None if images is None else Path(images),
+    )
+
+
+def resolve_image_path(image_root: str | os.PathLike, name: str) -> Path:
+    """The image file for frame `name`; ValueError if the name could leave `image_root`."""
+    reason = _unsafe_name_reason(name)
+    if reason:
+        raise ValueError(f"frame name {name!r} {reason}; it must be relative to {image_root}")
+    root = Path(image_root)
+    path = root / name
+    # Symlinks inside the root may still point outside it.
+    resolved, real_root = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(real_root):
+        raise ValueError(
+            f"frame name {name!r} resolves to {resolved}, outside the image root {real_root}"
+        )
+    return path
+
+
+def save_frames(frames: Iterable[Frame], path: str | os.PathLike, *, scores: bool = False) -> None:
+    """Write frames as a det_20-style JSON list (inclusive box2d), atomically.
+
+    Ignore regions are written with their det_20 class and
+    ``attributes.ignored = true``, which `load_labels` reads back as ignore.
+    With scores=True each label carries ``score``: the prediction format of the
+    official BDD100K evaluator.
+    """
+    out = []
+    for frame in frames:
+        if scores and frame.scores is None and len(frame):
+            raise ValueError(f"frame {frame.name!r} has boxes but no scores")
+        item: dict[str, Any] = {"name": frame.name}
+        if frame.attributes:
+            item["attributes"] = frame.attributes
+        if frame.width is not None and frame.height is not None:
+            item["size"] = {"width": int(frame.width), "height": int(frame.height)}
+        labels = []
+        # tolist() once per frame: per-element numpy indexing dominates otherwise.
+        rows = zip(frame.boxes.tolist(), frame.labels.tolist(), frame.ignore.tolist())
+        frame_scores = frame.scores.tolist() if scores and frame.scores is not None else None
+        for i, ((x1, y1, x2, y2), cat, ignored) in enumerate(rows):
+            label: dict[str, Any] = {
+                "id": str(i),
+                "category": categories.ID_TO_NAME[cat],
+                "box2d": {"x1": x1, "y1": y1, "x2": x2 - 1.0, "y2": y2 - 1.0},
+                "attributes": {"ignored": True} if ignored else {},
+            }
+            if frame_scores is not None:
+                label["score"] = frame_scores[i]
+            labels.append(label)
+        item["labels"] = labels
+        out.append(item)
+    write_json_atomic(out, path)
+
+
+def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """(labels JSON, images folder) of `split` in a BDD100K download laid out as released."""
+    root = Path(root)
+    candidates = [
+        root / "labels" / "det_20" / f"det_{split}.json",
+        root / "labels" / f"bdd100k_labels_images_{split}.json",
+    ]
+    labels = next((p for p in candidates if p.is_file()), None)
+    if labels is None:
+        looked = " or ".join(str(p) for p in candidates)
+        raise FileNotFoundError(f"BDD100K {split!r} labels not found: looked for {looked}")
+    images = root / "images" / "100k" / split
+    if not images.is_dir():
+        raise FileNotFoundError(f"BDD100K {split!r} images not found: looked for folder {images}")
+    return labels, images
+
+
+def dataset_digest(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> str:
+    """Short sha256 over the bytes of the label files (folders: their *.json, sorted)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    outer = hashlib.sha256()
+    for p in map(Path, paths):
+        files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        for f in files:
+            inner = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    inner.update(chunk)
+            outer.update(inner.digest())
+    return outer.hexdigest()[:12]
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON via a temp file in the same folder + os.replace: no half-written files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # dumps + one write: json.dump streams through the slow pure-Python encoder.
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+@dataclass
+class _RawFrame:
+    """A frame while parsing: lists are cheaper to append to than arrays."""
+
+    name: str
+    file: str
+    width: int | None = None
+    height: int | None = None
+    attributes: dict = field(default_factory=dict)
+    boxes: list = field(default_factory=list)  # xyxy exclusive, float
+    labels: list = field(default_factory=list)
+    ignore: list = field(default_factory=list)
+    scores: list = field(default_factory=list)  # float or None
+    index: list = field(default_factory=list)  # label index in the source, for messages
+    raw_names: list = field(default_factory=list)
+
+
+def _unsafe_name_reason(name: str) -> str | None:
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or (
+        PureWindowsPath(name).drive
+    ):
+        return "is an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "escapes the image root via '..'"
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    # bool is an int subclass but never a valid coordinate.
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Parser:
+    def __init__(self, report: LoadReport, skip_unknown: bool):
+        self.report = report
+        self.skip_unknown = skip_unknown
+        self.frames: list[_RawFrame] = []
+        self.seen: dict[str, str] = {}  # frame name -> where first seen
+        # unknown category -> [file, frame, label index, count]
+        self.unknown: dict[str, list] = {}
+
+    def problem(self, file, frame, label_index, fld, message) -> None:
+        self.report.problems.append(Problem(file, frame, label_index, fld, message))
+
+    # -- documents -----------------------------------------------------------
+
+    def document(self, data: Any, file: str) -> None:
+        if isinstance(data, list):
+            for i, fr in enumerate(data):
+                self.frame(fr, file, i)
+        elif isinstance(data, dict) and "images" in data and (
+            "annotations" in data or "categories" in data
+        ):
+            self.coco(data, file)
+        elif isinstance(data, dict) and "frames" in data and "name" in data:
+            self.frame(data, file, 0)  # 2018 per-image file
+        elif isinstance(data, dict) and "frames" in data:
+            frames = data["frames"]
+            if frames is None:
+                frames = []
+            if not isinstance(frames, list):
+                self.problem(file, None, None, "frames", f"expected a list, got {_kind(frames)}")
+                return
+            for i, fr in enumerate(frames):
+                self.frame(fr, file, i)
+        else:
+            keys = f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else ""
+            self.problem(
+                file, None, None, None,
+                f"wrong top-level type: got {_kind(data)}{keys}; expected a JSON list of "
+                "frames, a Scalabel dataset {frames: [...]}, a 2018 per-image object "
+                "{name, frames} or COCO {images, annotations, categories}",
+            )
+
+    def register_name(self, name: Any, file: str, i: int) -> str | None:
+        """Validate a frame name; the name to use, or None if the frame is unusable."""
+        where = f"#{i}"
+        if not isinstance(name, str) or not name:
+            self.problem(file, where, None, "name", f"frame has no string 'name' (got {name!r})")
+            return None
+        reason = _unsafe_name_reason(name)
+        if reason:
+            self.problem(file, name, None, "name", f"frame name {reason}")
+            return None
+        here = f"{file} frame #{i}"
+        if name in self.seen:
+            self.problem(
+                file, name, None, "name",
+                f"duplicate frame name: first at {self.seen[name]}, again at {here}",
+            )
+            return None
+        self.seen[name] = here
+        return name
+
+    # -- Scalabel / 2018 frames ---------------------------------------------
+
+    def frame(self, fr: Any, file: str, i: int) -> None:
+        if not isinstance(fr, dict):
+            self.problem(file, f"#{i}", None, None, f"frame is not a JSON object ({_kind(fr)})")
+            return
+        per_image_2018 = "labels" not in fr and "frames" in fr
+        name = fr.get("name")
+        if per_image_2018 and isinstance(name, str) and name and not PurePosixPath(name).suffix:
+            # 2018 per-image files name the frame without the image's extension.
+            name += ".jpg"
+        raw_name = name
+        name = self.register_name(name, file, i)
+        # Problems in a rejected frame still point at it by its (bad) name if it has one.
+        where = name or (raw_name if isinstance(raw_name, str) and raw_name else f"#{i}")
+
+        if per_image_2018:
+            labels, fld = self.objects_2018(fr["frames"], file, where)
+        else:
+            labels, fld = fr.get("labels"), "labels"
+        if labels is None:  # no key or null: a valid frame without boxes
+            labels = []
+        if not isinstance(labels, list):
+            self.problem(file, where, None, fld, f"expected a list or null, got {_kind(labels)}")
+            labels = []
+
+        raw = _RawFrame(name=where, file=file)
+        size = fr.get("size")
+        if isinstance(size, dict):
+            w, h = size.get("width"), size.get("height")
+            if _is_positive_int(w) and _is_positive_int(h):
+                raw.width, raw.height = int(w), int(h)
+            else:
+                self.problem(file, where, None, "size", f"expected positive width/height, got {size!r}")
+        attrs = fr.get("attributes")
+        if isinstance(attrs, dict):
+            raw.attributes = attrs
+
+        for j, lab in enumerate(labels):
+            self.scalabel_label(lab, raw, j)
+        if name is not None:
+            self.frames.append(raw)
+
+    def objects_2018(self, subframes: Any, file: str, where: str) -> tuple[Any, str]:
+        if not isinstance(subframes, list):
+            self.problem(file, where, None, "frames", f"expected a list, got {_kind(subframes)}")
+            return [], "frames"
+        objects: list = []
+        for k, sub in enumerate(subframes):
+            if not isinstance(sub, dict):
+                self.problem(file, where, None, f"frames[{k}]", "expected an object")
+                continue
+            objs = sub.get("objects")
+            if objs is None:
+                continue
+            if not isinstance(objs, list):
+                self.problem(file, where, None, f"frames[{k}].objects", "expected a list")
+                continue
+            objects.extend(objs)
+        return objects, "frames[].objects"
+
+    def scalabel_label(self, lab: Any, raw: _RawFrame, j: int) -> None:
+        file, where = raw.file, raw.name
+        if not isinstance(lab, dict):
+            self.problem(file, where, j, None, f"label is not a JSON object ({_kind(lab)})")
+            return
+        box = lab.get("box2d")
+        if box is None:  # lanes, drivable area, poly2d-only labels
+            self.report.skipped[NO_BOX2D] += 1
+            return
+        ok = True
+        coords: list[float] = []
+        if not isinstance(box, dict):
+            self.problem(file, where, j, "box2d", f"expected an object with x1, y1, x2, y2, got {_kind(box)}")
+            ok = False
+        else:
+            for c in _COORDS:
+                if c not in box:
+                    self.problem(file, where, j, f"box2d.{c}", "missing coordinate")
+                    ok = False
+                elif not _is_number(box[c]):
+                    self.problem(file, where, j, f"box2d.{c}", f"coordinate must be a finite number, got {box[c]!r}")
+                    ok = False
+                else:
+                    coords.append(float(box[c]))
+
+        score = self.score(lab, file, where, j)
+        if score is False:
+            ok = False
+        if ok:
+            x1, y1, x2, y2 = coords
+            for lo, hi, a, b in ((x1, x2, "x1", "x2"), (y1, y2, "y1", "y2")):
+                # Ground truth must not be inverted. A predicted box may be narrower
+                # than one pixel (inclusive x2 just below x1): it only needs a
+                # positive exclusive width.
+                bad = hi + 1.0 <= lo if score is not None else hi < lo
+                if bad:
+                    self.problem(file, where, j, f"box2d.{b}", f"inverted box: {b}={hi!r} < {a}={lo!r}")
+                    ok = False
+
+        attrs = lab.get("attributes")
+        attrs = attrs if isinstance(attrs, dict) else {}
+        resolved = self.category(lab.get("category"), file, where, j, "category")
+        if resolved is None:
+            return
+        if not ok or resolved is False:
+            return
+        cat_id, ignore, raw_name = resolved
+        # `ignored` is how save_frames marks ignore regions; `crowd` as in Scalabel.
+        ignore = ignore or attrs.get("ignored") is True or attrs.get("crowd") is True
+        x1, y1, x2, y2 = coords
+        self.add(raw, j, (x1, y1, x2 + 1.0, y2 + 1.0), cat_id, ignore, score, raw_name)
+
+    def score(self, lab: dict, file: str, where: str, j: int):
+        """float, None (no score) or False (invalid, reported)."""
+        s = lab.get("score")
+        if s is None:
+            return None
+        if not _is_number(s):
+            self.problem(file, where, j, "score", f"score must be a finite number, got {s!r}")
+            return False
+        return float(s)
+
+    def category(self, name: Any, file: str, where: str, j: int, fld: str):
+        """(id, ignore, raw name); None when skipped; False when invalid (reported)."""
+        if not isinstance(name, str):
+            self.problem(file, where, j, fld, f"missing or not a string (got {name!r})")
+            return False
+        resolved = categories.resolve(name)
+        if resolved is None:
+            if self.skip_unknown:
+                self.report.skipped[f"unknown category {name!r}"] += 1
+            entry = self.unknown.setdefault(name, [file, where, j, 0])
+            entry[3] += 1
+            return None if self.skip_unknown else False
+        return resolved[0], resolved[1], name
+
+    def add(self, raw: _RawFrame, j, box, cat_id, ignore, score, raw_name) -> None:
+        raw.boxes.append(box)
+        raw.labels.append(cat_id)
+        raw.ignore.append(bool(ignore))
+        raw.scores.append(score)
+        raw.index.append(j)
+        raw.raw_names.append(raw_name)
+
+    # -- COCO -------------------------------------------------------------------
+
+    def coco(self, data: dict, file: str) -> None:
+        images = data.get("images")
+        anns = data.get("annotations") or []
+        cats = data.get("categories") or []
+        for key, val in (("images", images), ("annotations", anns), ("categories", cats)):
+            if not isinstance(val, list):
+                self.problem(file, None, None, key, f"expected a list, got {_kind(val)}")
+                return
+
+        cat_names: dict[int, str] = {}
+        for k, cat in enumerate(cats):
+            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
+                self.problem(file, None, None, f"categories[{k}]", "expected {id: int, name: str}")
+                continue
+            cat_names[cat["id"]] = cat["name"]
+
+        by_id: dict[int, _RawFrame | None] = {}
+        for i, img in enumerate(images):
+            if not isinstance(img, dict):
+                self.problem(file, f"#{i}", None, None, f"image is not a JSON object ({_kind(img)})")
+                continue
+            img_id = img.get("id")
+            if not isinstance(img_id, int) or isinstance(img_id, bool):
+                self.problem(file, f"#{i}", None, "id", f"image id must be an integer, got {img_id!r}")
+                continue
+            if img_id in by_id:
+                self.problem(file, f"#{i}", None, "id", f"duplicate image id {img_id}")
+                continue
+            name = self.register_name(img.get("file_name"), file, i)
+            if name is None:
+                by_id[img_id] = None  # reported; its annotations are still checked
+                continue
+            raw = _RawFrame(name=name, file=file)
+            w, h = img.get("width"), img.get("height")
+            if _is_positive_int(w) and _is_positive_int(h):
+                raw.width, raw.height = int(w), int(h)
+            by_id[img_id] = raw
+            self.frames.append(raw)
+
+        per_image: dict[int, int] = {}
+        for a, ann in enumerate(anns):
+            if not isinstance(ann, dict):
+                self.problem(file, None, a, None, f"annotation #{a} is not a JSON object")
+                continue
+            img_id = ann.get("image_id")
+            if img_id not in by_id:
+                self.problem(file, None, a, "image_id", f"annotation #{a} refers to unknown image id {img_id!r}")
+                continue
+            raw = by_id[img_id]
+            where = raw.name if raw is not None else f"image id {img_id}"
+            # label index = position among this image's annotations, like Scalabel labels
+            j = per_image.get(img_id, 0)
+            per_image[img_id] = j + 1
+            ok = True
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                self.problem(file, where, j, "bbox", f"expected [x, y, w, h], got {bbox!r}")
+                ok = False
+            else:
+                for c, v in zip(("x", "y", "w", "h"), bbox):
+                    if not _is_number(v):
+                        self.problem(file, where, j, f"bbox.{c}", f"must be a finite number, got {v!r}")
+                        ok = False
+                if ok and (bbox[2] < 0 or bbox[3] < 0):
+                    self.problem(file, where, j, "bbox", f"negative width or height: {bbox!r}")
+                    ok = False
+            score = self.score(ann, file, where, j)
+            if score is False:
+                ok = False
+            cid = ann.get("category_id")
+            if cid not in cat_names:
+                self.problem(file, where, j, "category_id", f"category id {cid!r} not in 'categories'")
+                continue
+            resolved = self.category(cat_names[cid], file, where, j, "category_id")
+            if resolved is None or resolved is False or not ok or raw is None:
+                continue
+            cat_id, ignore, raw_name = resolved
+            ignore = ignore or bool(ann.get("iscrowd")) or bool(ann.get("ignore"))
+            x, y, w, h = (float(v) for v in bbox)
+            self.add(raw, j, (x, y, x + w, y + h), cat_id, ignore, score, raw_name)
+
+    # -- end of pass -------------------------------------------------------------
+
+    def report_unknown(self) -> None:
+        known = ", ".join(sorted(categories.NAME_TO_ID) + sorted(categories.NAME_MAPPING) + sorted(categories.IGNORE_MAPPING))
+        for name, (file, where, j, count) in self.unknown.items():
+            msg = f"unknown category {name!r} ({count} label(s), first here)"
+            if self.skip_unknown:
+                self.report.warnings.append(Problem(file, where, j, "category", msg + "; skipped"))
+            else:
+                self.problem(file, where, j, "category", f"{msg}; known: {known}; or pass skip_unknown to skip them")
+
+
+def _is_positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+_FAILED = object()  # _read_json could not parse; a problem is recorded
+
+
+def _read_json(path: Path, parser: _Parser) -> Any:
+    file = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        parser.problem(file, None, None, None, f"cannot read: {e.strerror or e}")
+        return _FAILED
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        parser.problem(file, None, None, None, f"not UTF-8 text: invalid byte at offset {e.start}")
+        return _FAILED
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        parser.problem(file, None, None, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}")
+        return _FAILED
+    except RecursionError:
+        parser.problem(file, None, None, None, "invalid JSON: nested too deeply")
+        return _FAILED
+
+
+def _load(
+    path: Path,
+    *,
+    skip_unknown: bool,
+    image_size: tuple[int, int] | None,
+    images: Path | None = None,
+) -> tuple[list[Frame], LoadReport]:
+    report = LoadReport()
+    parser = _Parser(report, skip_unknown)
+    if path.is_dir():
+        files = sorted(path.rglob("*.json"))
+        if not files:
+            parser.problem(str(path), None, None, None, "folder holds no *.json label files")
+    elif path.exists():
+        files = [path]
+    else:
+        files = []
+        parser.problem(str(path), None, None, None, "no such file or folder")
+    for f in files:
+        report.files.append(str(f))
+        data = _read_json(f, parser)
+        if data is not _FAILED:
+            parser.document(data, str(f))
+    parser.report_unknown()
+
+    sizes: dict[str, tuple[int, int]] = {}
+    if images is not None:
+        sizes = _image_sizes(parser.frames, images, report)
+    frames = _finalize(parser.frames, report, image_size, sizes)
+    return frames, report
+
+
+def _image_sizes(raws: list[_RawFrame], root: Path, report: LoadReport) -> dict[str, tuple[int, int]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        report.problems.append(Problem(str(root), None, None, None, "image folder not found"))
+        return {}
+    sizes = {}
+    for raw in raws:
+        try:
+            p = resolve_image_path(root, raw.name)
+        except ValueError as e:
+            report.problems.append(Problem(raw.file, raw.name, None, "name", str(e)))
+            continue
+        if not p.is_file():
+            report.problems.append(Problem(raw.file, raw.name, None, "name", f"{MISSING_IMAGE}: {p}"))
+            continue
+        try:
+            with Image.open(p) as im:  # reads the header only
+                sizes[raw.name] = im.size
+        except (OSError, UnidentifiedImageError) as e:
+            report.problems.append(Problem(raw.file, raw.name, None, "name", f"unreadable image {p}: {e}"))
+    return sizes
+
+
+def _finalize(
+    raws: list[_RawFrame],
+    report: LoadReport,
+    image_size: tuple[int, int] | None,
+    header_sizes: dict[str, tuple[int, int]],
+) -> list[Frame]:
+    # A file with any scored label is a prediction file: every label needs a score.
+    scored = any(s is not None for raw in raws for s in raw.scores)
+    frames = []
+    for raw in raws:
+        if raw.name in header_sizes:
+            size = header_sizes[raw.name]
+        elif raw.width is not None:
+            size = (raw.width, raw.height)
+        else:
+            size = image_size
+        boxes = np.asarray(raw.boxes, dtype=np.float64).reshape(-1, 4)
+        if size is not None:
+            w, h = size
+            np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+            np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        labels = np.asarray(raw.labels, dtype=np.int64)
+        ignore = np.asarray(raw.ignore, dtype=bool)
+        for k in np.flatnonzero(~keep):
+            report.skipped[ZERO_AREA] += 1
+            clip = f" after clipping to {size[0]}x{size[1]}" if size is not None else ""
+            report.warnings.append(
+                Problem(raw.file, raw.name, raw.index[k], "box2d", f"{ZERO_AREA}{clip}; dropped")
+            )
+        scores = None
+        if scored:
+            for k, s in enumerate(raw.scores):
+                if s is None:
+                    report.problems.append(
+                        Problem(raw.file, raw.name, raw.index[k], "score", "missing score (other labels have one)")
+                    )
+            scores = np.asarray([s if s is not None else np.nan for s in raw.scores], dtype=np.float32)[keep]
+        for k in np.flatnonzero(keep):
+            if ignore[k]:
+                report.ignored_per_category[raw.raw_names[k]] += 1
+            else:
+                report.boxes_per_category[categories.ID_TO_NAME[int(labels[k])]] += 1
+        frames.append(
+            Frame(
+                name=raw.name,
+                boxes=boxes[keep].astype(np.float32),
+                labels=labels[keep],
+                ignore=ignore[keep],
+                scores=scores,
+                width=None if size is None else int(size[0]),
+                height=None if size is None else int(size[1]),
+                attributes=raw.attributes,
+            )
+        )
+    report.frames = len(frames)
+    return frames
