@@ -47,7 +47,9 @@ def mlflow_run(store: Path, entry: str, env_extra: dict | None = None, check: bo
            "--experiment-name", EXPERIMENT]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
-    env = {**os.environ, **(env_extra or {})}
+    # `mlflow run --env-manager local` runs `python ...` from PATH: make it this interpreter.
+    env = {**os.environ, **(env_extra or {}),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(cmd, cwd=store, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"mlflow run -e {entry} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from alod.data import categories
+from alod.fileio import write_json_atomic  # noqa: F401 (re-exported)
 from alod.data.frames import Frame, LabelError, LoadReport, Problem
 
 # Reasons used as keys of LoadReport.skipped (the CLI prints them).
@@ -175,22 +176,6 @@ def dataset_digest(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> st
                     inner.update(chunk)
             outer.update(inner.digest())
     return outer.hexdigest()[:12]
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write JSON via a temp file in the same folder + os.replace: no half-written files."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # dumps + one write: json.dump streams through the slow pure-Python encoder.
-        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------

@@ -9,10 +9,10 @@ either the old or the new state on disk, never half of one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
+
+from alod.fileio import write_json_atomic
 
 
 class LabeledState:
@@ -58,19 +58,7 @@ class LabeledState:
         return dict(self._cycle_of)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._cycle_of, f, indent=0, sort_keys=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json_atomic(self._cycle_of, path, indent=0)
 
     @classmethod
     def load(cls, path: str | Path) -> "LabeledState":

@@ -1,0 +1,142 @@
+"""Synthetic BDD100K-format scenes: layout, determinism, label round trip, class mix."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from alod.data.bdd100k import load_labels, split_paths
+from alod.data.categories import CATEGORIES, ID_TO_NAME
+from alod.data.synthetic import MAX_OBJECTS, render_scene, scene_rng, write_dataset
+
+NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{8}\.jpg$")
+COUNTS = dict(train=6, val=3, test=2)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "a"
+    write_dataset(out, **COUNTS, seed=3)
+    return out
+
+
+def test_layout_is_the_bdd100k_download_layout(small):
+    produced = {p.relative_to(small).as_posix() for p in small.rglob("*") if p.is_file()}
+    expected = {".alod-synthetic"} | {f"labels/det_20/det_{s}.json" for s in COUNTS}
+    for split, n in COUNTS.items():
+        labels, images = split_paths(small, split)
+        assert labels == small / "labels" / "det_20" / f"det_{split}.json"
+        assert images == small / "images" / "100k" / split
+        jpgs = sorted(images.iterdir())
+        assert len(jpgs) == n
+        assert all(NAME.match(p.name) for p in jpgs)
+        expected |= {f"images/100k/{split}/{p.name}" for p in jpgs}
+        with Image.open(jpgs[0]) as im:
+            assert im.format == "JPEG" and im.size == (320, 180) and im.mode == "RGB"
+    assert produced == expected
+
+
+def test_same_seed_is_byte_identical_in_parallel_too(small, tmp_path):
+    again = tmp_path / "b"
+    write_dataset(again, **COUNTS, seed=3, workers=2)
+    assert files(again) == files(small)
+
+
+def test_different_seeds_differ(small, tmp_path):
+    other = tmp_path / "c"
+    write_dataset(other, train=6, val=3, seed=4)
+    a, b = files(small), files(other)
+    assert a["labels/det_20/det_train.json"] != b["labels/det_20/det_train.json"]
+    assert not {k for k in a if k.endswith(".jpg")} & {k for k in b if k.endswith(".jpg")}
+
+
+def test_labels_load_back_exactly(small):
+    names = set()
+    for split, n in COUNTS.items():
+        labels, images = split_paths(small, split)
+        frames, report = load_labels(labels)
+        assert report.ok and not report.problems and not report.warnings and not report.skipped
+        assert len(frames) == n
+        for i, frame in enumerate(frames):
+            _, rendered = render_scene(scene_rng(3, split, i), name=frame.name)
+            np.testing.assert_array_equal(frame.boxes, rendered.boxes)
+            np.testing.assert_array_equal(frame.labels, rendered.labels)
+            np.testing.assert_array_equal(frame.ignore, rendered.ignore)
+            assert (frame.width, frame.height) == (320, 180)
+            assert frame.attributes == rendered.attributes
+            assert (images / frame.name).is_file()
+            names.add(frame.name)
+    assert len(names) == sum(COUNTS.values())  # unique across splits
+
+
+def test_render_is_deterministic_and_sized():
+    a_px, a = render_scene(np.random.default_rng(7), (96, 54))
+    b_px, b = render_scene(np.random.default_rng(7), (96, 54))
+    assert a_px.shape == (54, 96, 3) and a_px.dtype == np.uint8
+    np.testing.assert_array_equal(a_px, b_px)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert a.name == b.name and NAME.match(a.name)
+
+
+def test_class_mix_boxes_and_conditions():
+    """A few hundred scenes: every class, cars first, valid boxes, day and night, some ignore regions."""
+    W, H = 320, 180
+    per_class, tod, ignore, counts = Counter(), Counter(), 0, []
+    for i in range(400):
+        px, f = render_scene(scene_rng(0, "train", i), (W, H))
+        counts.append(len(f))
+        tod[f.attributes["timeofday"]] += 1
+        assert f.attributes["weather"] and f.attributes["scene"]
+        b = f.boxes
+        assert b.dtype == np.float32 and b.shape == (len(f), 4)
+        assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 3] <= H).all()
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        assert set(f.labels.tolist()) <= set(ID_TO_NAME)
+        per_class.update(ID_TO_NAME[int(k)] for k in f.labels[~f.ignore])
+        ignore += int(f.ignore.sum())
+    assert set(per_class) == set(CATEGORIES), f"missing: {set(CATEGORIES) - set(per_class)}"
+    assert per_class.most_common(1)[0][0] == "car"
+    assert per_class["car"] > 0.4 * sum(per_class.values())
+    assert per_class["train"] < per_class["bus"] < per_class["truck"] < per_class["pedestrian"]
+    assert min(counts) >= 0 and max(counts) <= MAX_OBJECTS and max(counts) >= 20
+    assert tod["daytime"] > tod["night"] > 0 and tod["dawn/dusk"] > 0
+    assert 0 < ignore < 0.05 * len(counts)
+
+
+def test_does_not_write_over_foreign_data(tmp_path):
+    labels = tmp_path / "labels" / "det_20" / "det_train.json"
+    labels.parent.mkdir(parents=True)
+    labels.write_text("[]")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_dataset(tmp_path, train=2, val=0)
+    assert labels.read_text() == "[]"
+    write_dataset(tmp_path, train=2, val=1, overwrite=True)
+    # a folder alod generated is regenerated freely, and never mixes generations
+    write_dataset(tmp_path, train=3, val=0, seed=1)
+    assert not (tmp_path / "labels" / "det_20" / "det_val.json").exists()
+    assert not list((tmp_path / "images" / "100k" / "val").glob("*.jpg"))
+    assert len(list((tmp_path / "images" / "100k" / "train").glob("*.jpg"))) == 3
+
+
+def test_cli(tmp_path):
+    from entrypoints.synth import synth
+
+    result = CliRunner().invoke(synth, [str(tmp_path / "d"), "--train", "3", "--val", "2", "--seed", "5",
+                                        "--size", "160x90"])
+    assert result.exit_code == 0, result.output
+    assert "train:" in result.output and "car" in result.output and " s " in result.output
+    frames, _ = load_labels(tmp_path / "d" / "labels" / "det_20" / "det_val.json")
+    assert len(frames) == 2 and (frames[0].width, frames[0].height) == (160, 90)
+    for bad in ("160", "160x", "axb", "0x90", "8x8"):
+        result = CliRunner().invoke(synth, [str(tmp_path / "e"), "--size", bad])
+        assert result.exit_code == 2 and "--size" in result.output, (bad, result.output)
