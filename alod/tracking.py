@@ -8,7 +8,6 @@ local SQLite file; `MLFLOW_TRACKING_URI` points at a server instead.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -132,8 +131,15 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    if is_main_process():
-        _retry(mlflow.log_params, {k: _param_value(v) for k, v in params.items()})
+    """Log params not yet on the run: `mlflow run` has logged the MLproject parameters
+    itself (as the user typed them), and MLflow refuses to change a logged value."""
+    if not is_main_process():
+        return
+    run = mlflow.active_run()
+    existing = _retry(MlflowClient().get_run, run.info.run_id).data.params if run else {}
+    new = {k: _param_value(v) for k, v in params.items() if k not in existing}
+    if new:
+        _retry(mlflow.log_params, new)
 
 
 def _param_value(v: Any) -> str:
@@ -310,6 +316,19 @@ def get_run(run_id: str) -> Any:
         raise TrackingError(f"run {run_id!r} not found at {tracking_uri()}: {e.message}") from None
 
 
+def child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str:
+    """The newest nested run of `parent_run_id` carrying these tags."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    flt = " and ".join([f"tags.mlflow.parentRunId = '{parent_run_id}'"]
+                       + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+    runs = client.search_runs([parent.info.experiment_id], filter_string=flt,
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise TrackingError(f"run {parent_run_id} has no child run with tags {dict(tags)}")
+    return runs[0].info.run_id
+
+
 def metric_steps(run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
 
@@ -384,7 +403,7 @@ def registered_version_of_run(name: str, run_id: str) -> str:
     versions = MlflowClient().search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if not versions:
         raise TrackingError(f"run {run_id} registered no version of {name!r}")
-    return max(versions, key=lambda v: int(v.version)).version
+    return str(max(versions, key=lambda v: int(v.version)).version)
 
 
 def setup_client() -> None:
@@ -404,7 +423,7 @@ def registered_versions(names) -> list[dict]:
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
-            rows.append({"model": name, "version": v.version, "aliases": ",".join(by_version.get(v.version, [])),
+            rows.append({"model": name, "version": v.version, "aliases": ",".join(by_version.get(str(v.version), [])),
                          "run_id": v.run_id, **{k: v.tags.get(k, "") for k in ("sampler", "protocol", "cycle", "mAP50")}})
     return rows
 

@@ -25,7 +25,7 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
               help="Processes for torchrun (GPUs; gloo on CPU).")
 @click.option("--eval-batch-size", type=int, default=8, show_default=True)
 @click.option("--score-threshold", type=float, default=0.05, show_default=True)
-@click.option("--register/--no-register", default=True, show_default=True,
+@click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the final model as a version of alod-detector.")
 @click.option("--resume-run-id", default=None, callback=none_if_empty,
               help="Resume an interrupted cycle run from its last completed cycle.")

@@ -17,7 +17,7 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--weights", default=None, callback=none_if_empty,
               help="Local weight file to start from (state dict or checkpoint); no downloads.")
 @click.option("--eval-every", type=int, default=1, show_default=True, help="Evaluate on val every N epochs.")
-@click.option("--register/--no-register", default=True, show_default=True,
+@click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the model as alod-pretrained@champion.")
 @experiment_option
 @friendly_errors

@@ -9,10 +9,15 @@ client sends) or `path` (local image files). Output: one row per image with
 from __future__ import annotations
 
 import base64
+import warnings
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+
+# Inputs are DataFrames of either shape on purpose; MLflow's type-hint nag does not apply.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class DetectorModel(PythonModel):

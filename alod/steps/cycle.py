@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from alod import tracking
 from alod.faults import maybe_fail
 from alod.active import protocol as protocols
 from alod.active.samplers import SamplerContext, get_sampler, score_images
-from alod.data.categories import ID_TO_NAME
 from alod.data.dataset import DetectionDataset
 from alod.data.pool import LabeledState
 from alod.engine import distributed
@@ -199,21 +197,19 @@ def _launch_torchrun(p: CycleParams) -> None:
 
 
 def cycle_worker(p: CycleParams) -> None:
-    env = distributed.init_distributed()
+    distributed.init_distributed()
     device = default_device()
-    main = distributed.is_main_process()
     train = load_split(p.data, "train")
     val = load_split(p.data, "val")
-    by_name = train.by_name()
     ranking = pd.read_parquet(p.ranking_file) if p.ranking_file else None
     run_dir = Path(p.work_dir) / "runs" / str(p.run_id)
 
     with tracking.attached(p.run_id):
-        _cycles(p, env, device, train, val, ranking, run_dir)
+        _cycles(p, device, train, val, ranking, run_dir)
     distributed.cleanup()
 
 
-def _cycles(p: CycleParams, env, device, train, val, ranking, run_dir: Path) -> None:
+def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     main = distributed.is_main_process()
     by_name = train.by_name()
     done = tracking.metric_steps(p.run_id, "mAP50") if main else {}
@@ -312,8 +308,9 @@ def _load_cycle_checkpoint(run_dir: Path, cycle: int, p: CycleParams):
     from alod.models import detector_from_checkpoint
 
     path = run_dir / f"cycle_{cycle:03d}.pt"
-    if not path.is_file():
-        path = tracking.download_run_artifact(p.run_id, f"checkpoints/cycle_{cycle:03d}.pt",
+    if not path.is_file():  # another machine: fetch it from the cycle's child run
+        child = tracking.child_run(p.run_id, {"alod.cycle": cycle})
+        path = tracking.download_run_artifact(child, f"checkpoints/cycle_{cycle:03d}.pt",
                                               run_dir / "downloads")
     return detector_from_checkpoint(path)
 
