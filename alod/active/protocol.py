@@ -8,7 +8,7 @@ unlabeled image with the current model and takes the top k.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,3 +96,52 @@ def select_from_pool(
     table = table[~table["image"].isin(labeled)]
     table = table.sort_values(["score", "image"], ascending=[False, True], kind="mergesort")
     return table["image"].head(k).tolist()
+
+
+def select_by_box_budget(
+    ranked_names: Sequence[str],
+    boxes_per_image: Mapping[str, int] | Sequence[int],
+    budget_boxes: int,
+    *,
+    fill: bool = False,
+) -> list[str]:
+    """Images taken in ranking order until `budget_boxes` boxes are spent.
+
+    A budget counted in boxes: crowded driving images cost more to label.
+    `boxes_per_image` maps name -> box count (or is aligned with `ranked_names`);
+    use the ground-truth count (`Frame.num_trainable`) to simulate annotation
+    cost, or predicted counts when the truth is unknown. Selection stops at the
+    first image that would overshoot the budget (`fill=True` skips it and keeps
+    going down the ranking for images that still fit). The top image is always
+    taken, even when it alone exceeds the budget, so every cycle labels something.
+    """
+    if budget_boxes < 0:
+        raise ValueError(f"budget_boxes must be >= 0, got {budget_boxes}")
+    names = list(ranked_names)
+    if isinstance(boxes_per_image, Mapping):
+        missing = [n for n in names if n not in boxes_per_image]
+        if missing:
+            raise ValueError(f"no box count for {len(missing)} ranked image(s), e.g. {missing[0]!r}")
+        costs = [int(boxes_per_image[n]) for n in names]
+    else:
+        costs = [int(c) for c in boxes_per_image]
+        if len(costs) != len(names):
+            raise ValueError(f"{len(costs)} box counts for {len(names)} ranked images")
+    picked: list[str] = []
+    spent = 0
+    for name, cost in zip(names, costs):
+        if cost < 0:
+            raise ValueError(f"negative box count {cost} for {name!r}")
+        if spent + cost > budget_boxes:
+            if not picked:  # never an empty selection
+                picked.append(name)
+                spent += cost
+                if not fill:
+                    break
+                continue
+            if fill:
+                continue
+            break
+        picked.append(name)
+        spent += cost
+    return picked

@@ -17,6 +17,16 @@ def empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), dtype=np.float32)
 
 
+def _rows(values, n: int, what: str) -> np.ndarray:
+    """(n, K) float32; a 1-D input is split into n rows."""
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(n, -1) if n else arr.reshape(0, 0)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"Frame.{what} has shape {arr.shape}; expected one row per box ({n})")
+    return arr
+
+
 @dataclass
 class Frame:
     """One image's labels.
@@ -27,6 +37,17 @@ class Frame:
     scores: (N,) float32 for predictions, None for ground truth.
     width/height: image size when known (COCO files, decoded images), else None.
     attributes: frame attributes (weather, timeofday, scene) when present.
+
+    Optional detail from `alod.active.detections.predict_detailed` (None on
+    ground truth and on plain predictions), aligned row by row with the boxes:
+    probs: (N, C+1) float32 softmax over all classes, column 0 = background.
+    proposal: (N,) int64 index of the RPN proposal each detection came from;
+        one proposal can yield several detections (one per class over threshold).
+    features: (N, D) float32 box-head feature of each detection's proposal.
+    image_feature: (D,) float32 image descriptor (box-head features pooled over
+        all proposals, weighted by foreground probability).
+    extra: further per-image outputs keyed by name ("mc_mutual_information",
+        "mc_probs", "tta"; see predict_detailed).
     """
 
     name: str
@@ -37,6 +58,11 @@ class Frame:
     width: int | None = None
     height: int | None = None
     attributes: dict = field(default_factory=dict)
+    probs: np.ndarray | None = None
+    proposal: np.ndarray | None = None
+    features: np.ndarray | None = None
+    image_feature: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -46,6 +72,16 @@ class Frame:
         self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if self.probs is not None:
+            self.probs = _rows(self.probs, len(self.labels), "probs")
+        if self.proposal is not None:
+            self.proposal = np.asarray(self.proposal, dtype=np.int64).reshape(-1)
+        if self.features is not None:
+            self.features = _rows(self.features, len(self.labels), "features")
+        if self.image_feature is not None:
+            self.image_feature = np.asarray(self.image_feature, dtype=np.float32).reshape(-1)
+        if self.extra is None:
+            self.extra = {}
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -53,3 +53,17 @@ def test_random_pick_depends_on_seed_only():
 def test_validate_ranking_names_missing_columns():
     with pytest.raises(ValueError, match="batch"):
         validate_ranking(pd.DataFrame({"image": ["a"], "score": [1.0], "rank": [1]}), "r.parquet")
+
+
+def test_box_budget_takes_ranked_images_until_spent():
+    from alod.active.protocol import select_by_box_budget
+
+    ranked = ["a", "b", "c", "d"]
+    boxes = {"a": 3, "b": 5, "c": 1, "d": 2}
+    assert select_by_box_budget(ranked, boxes, 8) == ["a", "b"]
+    assert select_by_box_budget(ranked, boxes, 7) == ["a"]  # b would overshoot: stop
+    assert select_by_box_budget(ranked, boxes, 7, fill=True) == ["a", "c", "d"]
+    assert select_by_box_budget(ranked, [3, 5, 1, 2], 100) == ranked  # aligned sequence
+    assert select_by_box_budget(["b", "a"], boxes, 2) == ["b"]  # never empty
+    with pytest.raises(ValueError, match="no box count"):
+        select_by_box_budget(["z"], boxes, 3)
