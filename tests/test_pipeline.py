@@ -256,3 +256,27 @@ def test_torchrun_two_processes_one_run_same_labels(pipeline, store, tmp_path):
     child2 = next(c for c in children if c.data.tags["alod.cycle"] == "2")
     losses = [m.value for m in sorted(client().get_metric_history(child2.info.run_id, "loss"), key=lambda m: m.step)]
     assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_pool_protocol_rescores_with_current_model(pipeline, store, tmp_path):
+    """protocol=pool: cycle 1 random, cycle 2 the top-k unlabeled by the sampler's scores."""
+    import mlflow
+
+    from entrypoints.cli import cli
+
+    result = CliRunner().invoke(cli, [
+        "cycle", "--data", str(store / "data"), "--protocol", "pool", "--sampler", "hybrid",
+        "--cycles", "2", "--per-cycle", "6", "--epochs", "1", "--arch", "tiny", "--workers", "0",
+        "--register", "false", "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
+    assert result.exit_code == 0, result.output
+    run_id = re.findall(r"cycle run ([0-9a-f]+)", result.output)[-1]
+    run = client().get_run(run_id)
+    assert run.data.tags["alod.protocol"] == "pool" and run.data.tags["alod.sampler"] == "hybrid"
+    state = _labeled_state(run_id, tmp_path / "s")
+    scores = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="scores/cycle_002.json", dst_path=str(tmp_path / "c"))).read_text())
+    cycle1 = {n for n, c in state.items() if c == 1}
+    cycle2 = {n for n, c in state.items() if c == 2}
+    assert len(cycle1) == 6 and len(cycle2) == 6 and not cycle1 & set(scores)
+    top = sorted(scores, key=lambda n: (-scores[n], n))[:6]
+    assert cycle2 == set(top)

@@ -40,6 +40,7 @@ in `ctx.labeled` score -1.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -477,9 +478,14 @@ def _hybrid(reduction: str):
 
 
 def _random(detections: Sequence[Frame], ctx: SamplerContext) -> np.ndarray:
-    # Seeded by (seed, cycle) so each cycle draws afresh but reproducibly.
-    rng = np.random.default_rng([ctx.seed, ctx.cycle])
-    return rng.random(len(detections))
+    # A hash of (seed, cycle, image name): reproducible, fresh each cycle, and the
+    # same whichever process or shard scores the image.
+    names = ctx.names if len(ctx.names) == len(detections) else [d.name for d in detections]
+    out = np.empty(len(names), dtype=np.float64)
+    for i, name in enumerate(names):
+        digest = hashlib.blake2b(f"{ctx.seed}:{ctx.cycle}:{name}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little") / 2.0**64
+    return out
 
 
 def _boxcount(detections: Sequence[Frame], ctx: SamplerContext) -> np.ndarray:

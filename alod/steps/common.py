@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from alod.active.samplers import SamplerContext, get_sampler, score_images
+from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
@@ -57,21 +60,44 @@ def subset(frames: Sequence[Frame], fraction: float, seed: int) -> list[Frame]:
     return [frames[i] for i in keep]
 
 
+def _shard(items: Sequence) -> list:
+    """This rank's contiguous shard: no item twice, none dropped, whatever the sizes."""
+    env = distributed.DistEnv.from_env()
+    bounds = np.linspace(0, len(items), env.world_size + 1).astype(int)
+    return list(items[bounds[env.rank]:bounds[env.rank + 1]])
+
+
+def _gather(mine: list) -> list:
+    """Every rank's shard, concatenated in rank order (so in input order)."""
+    if distributed.world_size() == 1:
+        return mine
+    return [x for part in distributed.all_gather_object(mine) for x in part]
+
+
 def predict_all(model: torch.nn.Module, frames: Sequence[Frame], images: Path, *,
                 device: torch.device, batch_size: int, workers: int) -> list[Frame]:
-    """Predictions for every frame, in input order, on every rank.
+    """Plain predictions for every frame, in input order, on every rank (sharded under torchrun)."""
+    dataset = DetectionDataset(_shard(frames), images, train=False)
+    return _gather(list(predict(model, dataset, device=device, batch_size=batch_size, workers=workers,
+                                progress=distributed.is_main_process())))
 
-    Under torchrun each rank predicts a contiguous shard (no image twice, none
-    dropped, whatever the sizes) and the shards are gathered back in order.
+
+def score_pool(sampler_name: str, model: torch.nn.Module | None, frames: Sequence[Frame], images: Path,
+               ctx: SamplerContext, *, device: torch.device, batch_size: int,
+               workers: int) -> np.ndarray:
+    """One sampler score per frame, in input order, on every rank.
+
+    Each rank runs the inference its sampler needs on its shard. Per-image
+    samplers also score their shard, so only scores cross ranks; set-based ones
+    (coreset, hybrid) need every image's features, so detections are gathered.
     """
-    env = distributed.DistEnv.from_env()
-    world, rank = env.world_size, env.rank
-    bounds = np.linspace(0, len(frames), world + 1).astype(int)
-    shard = list(frames[bounds[rank]:bounds[rank + 1]])
-    dataset = DetectionDataset(shard, images, train=False)
-    mine = list(predict(model, dataset, device=device, batch_size=batch_size, workers=workers,
-                        progress=distributed.is_main_process()))
-    if world == 1:
-        return mine
-    gathered = distributed.all_gather_object(mine)
-    return [f for part in gathered for f in part]
+    sampler = get_sampler(sampler_name)
+    mine = detections_for(sampler, model, _shard(frames), images, device=device, batch_size=batch_size,
+                          workers=workers, seed=ctx.seed * 1000 + ctx.cycle,
+                          progress=distributed.is_main_process())
+    if sampler.set_based:
+        detections = _gather(mine)
+        return score_images(sampler_name, detections,
+                            dataclasses.replace(ctx, names=[f.name for f in detections]))
+    shard_ctx = dataclasses.replace(ctx, names=[f.name for f in mine])
+    return np.asarray(_gather(list(score_images(sampler_name, mine, shard_ctx))), dtype=np.float64)

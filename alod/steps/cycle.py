@@ -25,14 +25,15 @@ import torch
 from alod import tracking
 from alod.faults import maybe_fail
 from alod.active import protocol as protocols
-from alod.active.samplers import SamplerContext, get_sampler, score_images
+from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
+from alod.active.scoring import frames_to_score
 from alod.data.dataset import DetectionDataset
 from alod.data.pool import LabeledState
 from alod.engine import distributed
 from alod.engine.evaluate import evaluate
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector
-from alod.steps.common import default_device, load_split, predict_all
+from alod.steps.common import default_device, load_split, predict_all, score_pool
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -288,19 +289,20 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     names = [f.name for f in train.frames]
     scores = None
     if cycle > 1:
-        sampler = get_sampler(p.sampler)
-        unlabeled = [f for f in train.frames if f.name not in labeled]
-        if sampler.needs_predictions:
-            dets = predict_all(model, unlabeled, train.images, device=device,
-                               batch_size=p.eval_batch_size, workers=p.workers)
-        else:
-            dets = unlabeled
+        to_score = frames_to_score(p.sampler, train.frames, labeled)
+        by_name = train.by_name()
         ctx = SamplerContext(seed=p.seed, cycle=cycle, score_threshold=p.score_threshold,
-                             names=[f.name for f in unlabeled])
-        pool_scores = dict(zip(ctx.names, score_images(p.sampler, dets, ctx)))
+                             names=[f.name for f in to_score], labeled=frozenset(labeled),
+                             budget=p.per_cycle, horizon=p.per_cycle,
+                             class_counts=labeled_class_counts([by_name[n] for n in labeled]))
+        model.to(device)
+        pool_scores = dict(zip(ctx.names, score_pool(p.sampler, model, to_score, train.images, ctx,
+                                                     device=device, batch_size=p.eval_batch_size,
+                                                     workers=p.workers)))
         scores = [pool_scores.get(n, float("-inf")) for n in names]
         if distributed.is_main_process():
-            tracking.log_dict(pool_scores, f"scores/cycle_{cycle:03d}.json")
+            tracking.log_dict({n: v for n, v in pool_scores.items() if n not in labeled},
+                              f"scores/cycle_{cycle:03d}.json")
     return protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
 
 

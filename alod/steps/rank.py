@@ -9,10 +9,10 @@ from pathlib import Path
 
 from alod import tracking
 from alod.active.protocol import make_ranking
-from alod.active.samplers import SamplerContext, get_sampler, score_images
+from alod.active.samplers import SamplerContext, get_sampler
 from alod.engine import distributed
 from alod.models import detector_from_checkpoint
-from alod.steps.common import default_device, load_split, predict_all
+from alod.steps.common import default_device, load_split, score_pool
 
 
 @dataclass
@@ -52,17 +52,15 @@ def run_rank(p: RankParams) -> str:
     with tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=tags) as run_id:
         tracking.log_params(p.logged_params())
         device = default_device()
-        started = time.perf_counter()
         if model is not None:
             model.to(device)
-            detections = predict_all(model, pool.frames, pool.images, device=device,
-                                     batch_size=p.eval_batch_size, workers=p.workers)
-        else:
-            detections = pool.frames
-        seconds = time.perf_counter() - started
         names = [f.name for f in pool.frames]
-        scores = score_images(p.sampler, detections,
-                              SamplerContext(seed=p.seed, score_threshold=p.score_threshold, names=names))
+        ctx = SamplerContext(seed=p.seed, score_threshold=p.score_threshold, names=names,
+                             budget=p.batch_images, horizon=p.batches * p.batch_images)
+        started = time.perf_counter()
+        scores = score_pool(p.sampler, model, pool.frames, pool.images, ctx, device=device,
+                            batch_size=p.eval_batch_size, workers=p.workers)
+        seconds = time.perf_counter() - started
         ranking = make_ranking(names, scores, batches=p.batches, batch_images=p.batch_images)
         if distributed.is_main_process():
             out = Path(p.work_dir) / "runs" / run_id / "ranking"

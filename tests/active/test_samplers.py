@@ -27,7 +27,7 @@ def test_boxcount_counts_boxes_over_threshold():
 
 
 def test_random_is_seeded_per_cycle():
-    dets = [_det(1)] * 50
+    dets = [Frame(f"im{i}") for i in range(50)]
     a = score_images("random", dets, SamplerContext(seed=1, cycle=2))
     assert np.array_equal(a, score_images("random", dets, SamplerContext(seed=1, cycle=2)))
     assert not np.array_equal(a, score_images("random", dets, SamplerContext(seed=1, cycle=3)))
@@ -227,3 +227,11 @@ def test_sampler_declares_needs():
         assert get_sampler(name).needs_probs and get_sampler(name).needs_detailed
     assert get_sampler("coreset").needs_features and get_sampler("coreset").needs_labeled
     assert get_sampler("hybrid").set_based and get_sampler("coreset").set_based
+
+
+def test_random_scores_do_not_depend_on_sharding():
+    dets = [Frame(f"im{i}") for i in range(20)]
+    whole = score_images("random", dets, SamplerContext(seed=3, cycle=1))
+    halves = np.concatenate([score_images("random", dets[:7], SamplerContext(seed=3, cycle=1)),
+                             score_images("random", dets[7:], SamplerContext(seed=3, cycle=1))])
+    assert np.array_equal(whole, halves)
