@@ -61,7 +61,7 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
     return exp.experiment_id
 
 
-def _retry(fn, *args, attempts: int = 5, base_delay: float = 0.5, **kwargs):
+def _retry(fn, *args, attempts: int = 5, base_delay: float = 1.0, **kwargs):
     """Retry transient tracking failures (server restart, network blip) with backoff."""
     for attempt in range(attempts):
         try:
@@ -75,7 +75,31 @@ def _retry(fn, *args, attempts: int = 5, base_delay: float = 0.5, **kwargs):
         except (ConnectionError, OSError, TimeoutError):
             if attempt == attempts - 1:
                 raise
+        except Exception as e:  # direct S3 artifacts: boto3 errors once its own retries are spent
+            if not _transient_storage_error(e) or attempt == attempts - 1:
+                raise
         time.sleep(base_delay * 2**attempt)
+
+
+def _transient_storage_error(e: BaseException | None) -> bool:
+    """Object-store trouble a retry can fix (connection, timeout, throttling, 5xx), anywhere in the
+    exception chain (boto3 wraps client errors of uploads in S3UploadFailedError)."""
+    try:
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as StorageConnectionError
+    except ImportError:
+        return False
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (StorageConnectionError, HTTPClientError)):
+            return True
+        if isinstance(e, ClientError):
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            code = e.response.get("Error", {}).get("Code", "")
+            return status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @contextmanager

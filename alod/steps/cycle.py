@@ -251,7 +251,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                                 "alod.protocol": p.protocol, "alod.seed": p.seed}):
             def on_epoch_end(epoch: int, stats: dict) -> None:
                 tracking.log_metrics({k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats},
-                                     step=epoch)
+                                     step=epoch + 1)
 
             history = fit(model, DetectionDataset(labeled, train.images, train=True), config,
                           checkpoint_path=ckpt, resume=False, on_epoch_end=on_epoch_end)

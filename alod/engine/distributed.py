@@ -1,0 +1,92 @@
+"""DDP from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
+
+Without WORLD_SIZE everything is a single-process no-op, so the same code runs
+under `python` and `torchrun`. Only the main process (rank 0) should log,
+write files meant for people, or talk to MLflow: check `is_main_process()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_available() and dist.is_initialized()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistEnv:
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_env() -> DistEnv:
+    """The current process group's view, or the environment's before init."""
+    if is_initialized():
+        return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistEnv.from_env()
+
+
+def init_distributed(backend: str | None = None) -> DistEnv:
+    """Join the process group torchrun describes; no-op when WORLD_SIZE is unset.
+
+    nccl when CUDA is available (and the local GPU is selected), gloo otherwise.
+    """
+    env = DistEnv.from_env()
+    if "WORLD_SIZE" not in os.environ or is_initialized():
+        return get_env()
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(env.local_rank)
+    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    return env
+
+
+def is_main_process() -> bool:
+    return get_env().rank == 0
+
+
+def world_size() -> int:
+    return get_env().world_size if is_initialized() else 1
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """[obj from rank 0, rank 1, ...]; [obj] without a process group."""
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def cleanup() -> None:
+    if is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,315 @@
+"""Detector builders by plain name, and checkpoint save/load.
+
+`build_detector("fasterrcnn_resnet50_fpn")` is the study's model; `tiny` is a
+small Faster R-CNN for CPU tests and demos. Nothing is downloaded: torchvision
+builders always get weights=None, weights_backbone=None; pretrained weights
+come only from a local file.
+
+A checkpoint is one dict (as in torchvision's detection references):
+``{"model", "optimizer", "lr_scheduler", "scaler", "epoch", "config"}`` where
+``config`` holds ``arch``, ``num_classes`` and ``overrides`` so that
+`detector_from_checkpoint` can rebuild the model without other input. Files are
+read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import detection as tvdet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import (
+    FasterRCNN,
+    FastRCNNPredictor,
+    TwoMLPHead,
+)
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from alod.data.categories import NUM_CLASSES
+
+DEFAULT_NUM_CLASSES = NUM_CLASSES + 1  # det_20 classes + background
+PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+class CheckpointError(ValueError):
+    """A weights or checkpoint file that cannot be used as asked."""
+
+
+# --------------------------------------------------------------------------- builders
+
+# BDD100K images are 1280x720: keep them at native size instead of torchvision's
+# 800/1333 default, which would upscale every image by 11 %.
+_FULL_RES = {"min_size": 720, "max_size": 1280}
+
+
+def _tv(builder: Callable[..., nn.Module], defaults: Mapping[str, Any]) -> Callable[..., nn.Module]:
+    def build(num_classes: int, **overrides: Any) -> nn.Module:
+        return builder(weights=None, weights_backbone=None, num_classes=num_classes, **{**defaults, **overrides})
+
+    return build
+
+
+def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def build_tiny(
+    num_classes: int,
+    *,
+    channels: tuple[int, ...] = (16, 32, 64, 128),
+    fpn_channels: int = 64,
+    representation_size: int = 256,
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128),
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    **kwargs: Any,
+) -> FasterRCNN:
+    """A CPU-sized Faster R-CNN: 4-stage plain CNN (strides 4..32) + FPN.
+
+    Trained from scratch (BatchNorm, not frozen). Anchors start at 8 px because
+    BDD-like scenes at 320x180 are full of tiny lights and signs.
+    """
+    c2, c3, c4, c5 = channels
+    body = nn.Sequential(
+        OrderedDict(
+            stem=_conv(3, c2 // 2, 2),
+            c2=nn.Sequential(_conv(c2 // 2, c2, 2), _conv(c2, c2, 1)),
+            c3=nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3, 1)),
+            c4=nn.Sequential(_conv(c3, c4, 2), _conv(c4, c4, 1)),
+            c5=nn.Sequential(_conv(c4, c5, 2), _conv(c5, c5, 1)),
+        )
+    )
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={"c2": "0", "c3": "1", "c4": "2", "c5": "3"},
+        in_channels_list=list(channels),
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    # One anchor size per FPN level ("0".."3" + "pool").
+    anchors = AnchorGenerator(
+        sizes=tuple((int(s),) for s in anchor_sizes),
+        aspect_ratios=(tuple(float(a) for a in aspect_ratios),) * len(anchor_sizes),
+    )
+    roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+    box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
+    predictor = FastRCNNPredictor(representation_size, num_classes)
+    # Fewer proposals and samples than the R50 defaults: the ROI head dominates
+    # CPU time, and a few objects per small image need no 2000 proposals.
+    settings: dict[str, Any] = {
+        "min_size": 180,
+        "max_size": 320,
+        "rpn_pre_nms_top_n_train": 1000,
+        "rpn_post_nms_top_n_train": 500,
+        "rpn_pre_nms_top_n_test": 500,
+        "rpn_post_nms_top_n_test": 300,
+        "rpn_batch_size_per_image": 128,
+        "box_batch_size_per_image": 128,
+    }
+    settings.update(kwargs)
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=roi_pool,
+        box_head=box_head,
+        box_predictor=predictor,
+        **settings,
+    )
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "fasterrcnn_resnet50_fpn": _tv(tvdet.fasterrcnn_resnet50_fpn, _FULL_RES),
+    "fasterrcnn_resnet50_fpn_v2": _tv(tvdet.fasterrcnn_resnet50_fpn_v2, _FULL_RES),
+    "fasterrcnn_mobilenet_v3_large_fpn": _tv(tvdet.fasterrcnn_mobilenet_v3_large_fpn, _FULL_RES),
+    # The 320 variant is the low-resolution model by design: keep torchvision's sizes.
+    "fasterrcnn_mobilenet_v3_large_320_fpn": _tv(tvdet.fasterrcnn_mobilenet_v3_large_320_fpn, {}),
+    "tiny": build_tiny,
+}
+
+
+def build_detector(
+    name: str,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    weights: str | Path | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a detector by name; `weights` is a local file (state dict, torchvision
+    .pth or our checkpoint) loaded strictly. `overrides` go to the builder
+    (FasterRCNN keyword arguments such as min_size, box_score_thresh)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    model = ARCHITECTURES[name](num_classes, **overrides)
+    # Remembered so checkpoints can rebuild the same model.
+    model.alod_config = {"arch": name, "num_classes": int(num_classes), "overrides": _plain(dict(overrides))}
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / DataParallel."""
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def _torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights/checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers, "
+            f"so unpickling it could run code (torch.load weights_only=True). Only tensors, "
+            f"numbers, strings, lists and dicts are accepted. Details: {e}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"cannot read {path} as a torch file: {e}") from None
+
+
+def _state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]  # our checkpoint dict
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source} is neither a state dict nor a checkpoint dict with a 'model' key")
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}  # saved from a DDP wrapper
+    return state
+
+
+def _list(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """load_state_dict(strict) with errors a person can act on."""
+    model = unwrap(model)
+    own = model.state_dict()
+    if PREDICTOR_KEY in state and PREDICTOR_KEY in own and state[PREDICTOR_KEY].shape[0] != own[PREDICTOR_KEY].shape[0]:
+        raise CheckpointError(
+            f"{source} has a box predictor for {state[PREDICTOR_KEY].shape[0]} classes (background included), "
+            f"but the model was built with num_classes={own[PREDICTOR_KEY].shape[0]}; "
+            f"build it with num_classes={state[PREDICTOR_KEY].shape[0]} or use matching weights"
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match the model ({type(model).__name__}):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_list(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_list(unexpected)}")
+        if mismatched:
+            lines.append(f"  shape mismatches ({len(mismatched)}): {_list(mismatched)}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+
+
+def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
+    """Load a local state dict / torchvision .pth / checkpoint dict into `model`."""
+    obj = _torch_load(weights)
+    load_state_strict(model, _state_dict_of(obj, str(weights)), source=str(weights))
+    return model
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _plain(obj: Any) -> Any:
+    """Config values as types weights_only loading accepts (Paths become str)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint config value {obj!r} ({type(obj).__name__}) is not a plain type")
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    epoch: int,
+    config: Mapping[str, Any],
+) -> Path:
+    """Write one checkpoint dict atomically (temp file + os.replace).
+
+    The model's own build config (arch, num_classes, overrides) is merged under
+    `config`, so a checkpoint always knows how to rebuild its model."""
+    path = Path(path)
+    bare = unwrap(model)
+    cfg = {**getattr(bare, "alod_config", {}), **_plain(dict(config))}
+    if "arch" not in cfg or "num_classes" not in cfg:
+        raise ValueError("checkpoint config needs 'arch' and 'num_classes' (build the model with build_detector)")
+    ckpt = {
+        "model": bare.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": int(epoch),
+        "config": cfg,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one, never half
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint dict safely (weights_only); raises CheckpointError."""
+    obj = _torch_load(path, map_location)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), Mapping):
+        raise CheckpointError(f"{path} is not an alod checkpoint (a dict with a 'model' state dict)")
+    return obj
+
+
+def detector_from_checkpoint(path_or_dict: str | Path | Mapping[str, Any], map_location: Any = "cpu") -> nn.Module:
+    """Rebuild the detector a checkpoint was saved from and load its weights."""
+    ckpt = path_or_dict if isinstance(path_or_dict, Mapping) else load_checkpoint(path_or_dict, map_location)
+    cfg = ckpt.get("config") or {}
+    if "arch" not in cfg or "num_classes" not in cfg:
+        raise CheckpointError("checkpoint config lacks 'arch'/'num_classes'; cannot rebuild the model")
+    model = build_detector(cfg["arch"], num_classes=int(cfg["num_classes"]), **dict(cfg.get("overrides") or {}))
+    source = str(path_or_dict) if not isinstance(path_or_dict, Mapping) else "checkpoint"
+    load_state_strict(model, _state_dict_of(ckpt, source), source=source)
+    return model

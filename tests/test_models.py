@@ -1,0 +1,180 @@
+"""Detector builders, weight files and checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from alod.models import (
+    ARCHITECTURES,
+    CheckpointError,
+    build_detector,
+    detector_from_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _images(n: int = 2) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(3, 180, 320, generator=g) for _ in range(n)]
+
+
+def _targets(n: int = 2) -> list[dict]:
+    return [{"boxes": torch.tensor([[10.0, 20, 60, 80], [150, 40, 200, 100]]), "labels": torch.tensor([1, 3])}] * n
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_builds_without_downloads(name: str) -> None:
+    model = build_detector(name, num_classes=11)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 11
+    assert model.alod_config == {"arch": name, "num_classes": 11, "overrides": {}}
+    if name.startswith("fasterrcnn_resnet50"):
+        # BDD's 1280x720 is kept as is, not upscaled to 800/1333
+        assert model.transform.min_size == (720,) and model.transform.max_size == 1280
+
+
+def test_unknown_architecture() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_detector("yolo")
+
+
+def test_overrides_reach_the_detector() -> None:
+    model = build_detector("tiny", box_score_thresh=0.3, min_size=360, max_size=640)
+    assert model.roi_heads.score_thresh == 0.3
+    assert model.transform.min_size == (360,)
+    assert model.alod_config["overrides"] == {"box_score_thresh": 0.3, "min_size": 360, "max_size": 640}
+
+
+def test_tiny_forward_train_and_eval() -> None:
+    torch.manual_seed(0)
+    model = build_detector("tiny")
+    assert model.transform.min_size == (180,) and model.transform.max_size == 320
+    model.train()
+    losses = model(_images(), _targets())
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    model.eval()
+    with torch.inference_mode():
+        out = model(_images())
+    assert len(out) == 2 and set(out[0]) == {"boxes", "labels", "scores"}
+
+
+def _outputs(model: torch.nn.Module) -> list[dict]:
+    model.eval()
+    with torch.inference_mode():
+        return model(_images(1))
+
+
+def test_weights_from_state_dict_and_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    src = build_detector("tiny", box_score_thresh=0.0)
+    plain = tmp_path / "state.pth"
+    torch.save(src.state_dict(), plain)
+    ddp = tmp_path / "ddp.pth"
+    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, ddp)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pth", model=src, epoch=3, config={"note": Path("/x")})
+    expected = _outputs(src)[0]
+    for f in (plain, ddp, ckpt):
+        torch.manual_seed(2)  # different init: equal outputs prove the load
+        got = _outputs(build_detector("tiny", weights=f, box_score_thresh=0.0))[0]
+        assert torch.equal(got["boxes"], expected["boxes"]) and torch.equal(got["scores"], expected["scores"])
+
+
+def test_weights_num_classes_mismatch(tmp_path: Path) -> None:
+    f = tmp_path / "w.pth"
+    torch.save(build_detector("tiny", num_classes=4).state_dict(), f)
+    with pytest.raises(CheckpointError, match=r"4 classes.*num_classes=11"):
+        build_detector("tiny", weights=f)
+
+
+def test_weights_missing_and_unexpected_keys_listed(tmp_path: Path) -> None:
+    state = build_detector("tiny").state_dict()
+    state.pop("rpn.head.conv.0.0.weight")
+    state["extra.weight"] = torch.zeros(1)
+    f = tmp_path / "w.pth"
+    torch.save(state, f)
+    with pytest.raises(CheckpointError) as err:
+        build_detector("tiny", weights=f)
+    msg = str(err.value)
+    assert "missing keys (1): rpn.head.conv.0.0.weight" in msg and "unexpected keys (1): extra.weight" in msg
+
+
+def test_weights_wrong_architecture(tmp_path: Path) -> None:
+    f = tmp_path / "w.pth"
+    torch.save(build_detector("tiny").state_dict(), f)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", weights=f)
+
+
+def test_weights_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        build_detector("tiny", weights=tmp_path / "nope.pth")
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = build_detector("tiny", box_score_thresh=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    sum(model(_images(), _targets()).values()).backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    path = save_checkpoint(tmp_path / "sub" / "c.pth", model=model, optimizer=opt, scheduler=sched, epoch=5,
+                           config={"lr": 0.1, "root": tmp_path})
+    assert sorted(os.listdir(path.parent)) == ["c.pth"]  # no temp file left behind
+    ckpt = load_checkpoint(path)
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "config"}
+    assert ckpt["epoch"] == 5 and ckpt["scaler"] is None
+    assert ckpt["config"]["arch"] == "tiny" and ckpt["config"]["num_classes"] == 11
+    assert ckpt["config"]["root"] == str(tmp_path)
+    assert ckpt["optimizer"]["state"]  # momentum buffers kept
+    rebuilt = detector_from_checkpoint(path)
+    assert rebuilt.roi_heads.score_thresh == 0.0  # overrides come back too
+    a, b = _outputs(model)[0], _outputs(rebuilt)[0]
+    assert torch.equal(a["boxes"], b["boxes"])
+    assert isinstance(detector_from_checkpoint(ckpt), torch.nn.Module)
+
+
+def test_checkpoint_unwraps_wrapper(tmp_path: Path) -> None:
+    class Wrapper(torch.nn.Module):  # stands in for DDP: same .module attribute
+        def __init__(self, module: torch.nn.Module):
+            super().__init__()
+            self.module = module
+
+    path = save_checkpoint(tmp_path / "c.pth", model=Wrapper(build_detector("tiny")), epoch=0, config={})
+    assert not any(k.startswith("module.") for k in load_checkpoint(path)["model"])
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_refuses_crafted_pickle(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    f = tmp_path / "evil.pth"
+    torch.save({"model": {}, "epoch": 0, "config": {}, "payload": _Evil(marker)}, f)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(f)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        build_detector("tiny", weights=f)
+    assert not marker.exists()
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    f = tmp_path / "state.pth"
+    torch.save({"a": torch.zeros(1)}, f)
+    with pytest.raises(CheckpointError, match="not an alod checkpoint"):
+        load_checkpoint(f)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_checkpoint(junk)
