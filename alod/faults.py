@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("after_select", "after_train", "after_metrics")
+POINTS = ("after_select", "after_train", "after_metrics", "train_step")  # train_step: "epoch.step"
 
 
-def maybe_fail(point: str, cycle: int) -> None:
+def maybe_fail(point: str, cycle: int | str) -> None:
     spec = os.environ.get("ALOD_FAULT")
     if not spec:
         return
     want_point, _, want_cycle = spec.partition(":")
     if want_point == point and str(cycle) == want_cycle:
+        # With ALOD_FAULT_ONCE=path the fault fires once (a restarted worker must survive).
+        once = os.environ.get("ALOD_FAULT_ONCE")
+        if once:
+            if os.path.exists(once):
+                return
+            open(once, "w").close()
         print(f"ALOD_FAULT: killing the process at {point} of cycle {cycle}", flush=True)
         os._exit(137)

@@ -54,8 +54,6 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
     if os.environ.get("MLFLOW_RUN_ID"):
         run = _retry(MlflowClient().get_run, os.environ["MLFLOW_RUN_ID"])
         exp = _retry(mlflow.set_experiment, experiment_id=run.info.experiment_id)
-    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        exp = _retry(mlflow.set_experiment, experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
     else:
         exp = _retry(mlflow.set_experiment, experiment)
     return exp.experiment_id
@@ -338,6 +336,14 @@ def get_run(run_id: str) -> Any:
         return MlflowClient().get_run(run_id)
     except MlflowException as e:
         raise TrackingError(f"run {run_id!r} not found at {tracking_uri()}: {e.message}") from None
+
+
+def find_child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str | None:
+    """The newest nested run of `parent_run_id` carrying these tags, or None."""
+    try:
+        return child_run(parent_run_id, tags)
+    except TrackingError:
+        return None
 
 
 def child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str:

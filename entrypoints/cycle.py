@@ -22,7 +22,12 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--reset", type=click.BOOL, default=True, show_default=True,
               help="Re-initialise the detector every cycle (false: warm-start).")
 @click.option("--nproc", type=int, default=1, show_default=True,
-              help="Processes for torchrun (GPUs; gloo on CPU).")
+              help="Processes per node for torchrun (one per GPU; gloo on CPU).")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes (multi-node torchrun).")
+@click.option("--rdzv-endpoint", default=None, callback=none_if_empty,
+              help="host:port of node 0's rendezvous, for --nnodes > 1.")
+@click.option("--max-restarts", type=int, default=0, show_default=True,
+              help="Elastic restarts: a failed worker restarts and the cycle resumes from its checkpoint.")
 @click.option("--eval-batch-size", type=int, default=8, show_default=True)
 @click.option("--score-threshold", type=float, default=0.05, show_default=True)
 @click.option("--register", type=click.BOOL, default=True, show_default=True,

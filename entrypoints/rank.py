@@ -20,6 +20,8 @@ from entrypoints.options import data_option, experiment_option, friendly_errors
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-batch-size", type=int, default=8, show_default=True, help="Inference batch size.")
 @click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="torchrun processes; each scores a shard of the pool (one per GPU).")
 @click.option("--work-dir", default=".alod", show_default=True)
 @experiment_option
 @friendly_errors

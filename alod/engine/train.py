@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
+from alod.faults import maybe_fail
 from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from alod.engine.distributed import get_env, is_initialized, is_main_process
 from alod.models import load_checkpoint, load_state_strict, save_checkpoint, unwrap
@@ -164,7 +165,8 @@ def train_one_epoch(
     except TypeError:
         total = None
     bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not (progress and is_main_process()), mininterval=2.0)
-    for images, targets in loader:
+    for step, (images, targets) in enumerate(loader):
+        maybe_fail("train_step", f"{epoch}.{step}")  # fault-injection tests kill a worker mid-epoch
         images, targets = _to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss_dict = model(images, targets)

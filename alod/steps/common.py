@@ -101,3 +101,43 @@ def score_pool(sampler_name: str, model: torch.nn.Module | None, frames: Sequenc
                             dataclasses.replace(ctx, names=[f.name for f in detections]))
     shard_ctx = dataclasses.replace(ctx, names=[f.name for f in mine])
     return np.asarray(_gather(list(score_images(sampler_name, mine, shard_ctx))), dtype=np.float64)
+
+
+@dataclass
+class Launch:
+    """How to start torchrun workers: processes per node, nodes, rendezvous, restarts."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (node 0), needed for nnodes > 1
+    rdzv_id: str = "alod"
+    max_restarts: int = 0
+
+    @property
+    def needed(self) -> bool:
+        """True in the user's process when workers must be started (not inside a worker)."""
+        return (self.nproc > 1 or self.nnodes > 1 or self.max_restarts > 0) and "LOCAL_RANK" not in os.environ
+
+    def command(self, module: str) -> list[str]:
+        import sys
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={self.nproc}",
+               f"--max_restarts={self.max_restarts}"]
+        if self.nnodes > 1:
+            if not self.rdzv_endpoint:
+                raise ValueError("nnodes > 1 needs rdzv_endpoint (host:port of node 0)")
+            cmd += [f"--nnodes={self.nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={self.rdzv_endpoint}",
+                    f"--rdzv_id={self.rdzv_id}"]
+        else:
+            cmd += ["--standalone"]
+        return cmd + ["-m", module]
+
+
+def run_workers(launch: Launch, module: str, env_extra: dict[str, str]) -> None:
+    """Start torchrun workers running `python -m module` and wait; a failure is an error here."""
+    import subprocess
+
+    env = {**os.environ, **env_extra}
+    result = subprocess.run(launch.command(module), env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchrun workers exited with code {result.returncode}")

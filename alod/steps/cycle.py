@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from alod.engine import distributed
 from alod.engine.evaluate import evaluate
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector
-from alod.steps.common import default_device, load_split, predict_all, score_pool
+from alod.steps.common import Launch, default_device, load_split, predict_all, run_workers, score_pool
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -54,6 +52,9 @@ class CycleParams:
     seed: int = 0
     reset: bool = True
     nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    max_restarts: int = 0
     workers: int = 2
     eval_batch_size: int = 8
     score_threshold: float = 0.05
@@ -69,7 +70,7 @@ class CycleParams:
 
     def logged_params(self) -> dict:
         skip = {"run_id", "ranking_file", "state_file", "resume_run_id", "extra_tags", "work_dir",
-                "experiment"}
+                "experiment", "rdzv_endpoint"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -114,8 +115,13 @@ def run_cycles(p: CycleParams) -> str:
             ranking.to_parquet(p.ranking_file)
         if resume_state is not None:
             p.state_file = str(resume_state)
-        if p.nproc > 1 and "LOCAL_RANK" not in os.environ:
-            _launch_torchrun(p)
+        launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
+        if launch.needed:
+            worker_params = json.dumps(dataclasses.asdict(p))
+            if os.environ.get("ALOD_DEBUG") or p.nnodes > 1:
+                # Other nodes start their workers with exactly these (README: Scaling out).
+                print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
+            run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
         else:
             cycle_worker(p)
     return run_id
@@ -183,17 +189,6 @@ def _resume_state(run_id: str, work: Path) -> Path | None:
         return None
 
 
-def _launch_torchrun(p: CycleParams) -> None:
-    env = dict(os.environ)
-    env[PARAMS_ENV] = json.dumps(dataclasses.asdict(p))
-    env[tracking.RUN_ID_ENV] = p.run_id
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={p.nproc}", "-m", "alod.steps.cycle"]
-    result = subprocess.run(cmd, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"torchrun exited with code {result.returncode}")
-
-
 # --- worker (every rank) -----------------------------------------------------
 
 
@@ -215,7 +210,11 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     by_name = train.by_name()
     done = tracking.metric_steps(p.run_id, "mAP50") if main else {}
     completed = max(distributed.all_gather_object(done)[0], default=0)
-    state = LabeledState.load(p.state_file) if p.state_file else LabeledState()
+    # A restarted worker (torchrun --max-restarts) finds the state it wrote locally;
+    # a resumed run on another machine gets it from the launcher (artifact).
+    local_state = run_dir / "labeled.json"
+    state_file = local_state if local_state.is_file() else p.state_file
+    state = LabeledState.load(state_file) if state_file else LabeledState()
     # Keep labels bought in an unfinished cycle (the oracle was paid); drop nothing else.
     state = state.truncated(completed + 1)
     model, result = None, None
@@ -243,18 +242,20 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         labeled = [by_name[n] for n in state.labeled()]
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
                              workers=p.workers, device=str(device))
+        # The checkpoint of an interrupted cycle resumes its training where it stopped.
         ckpt = run_dir / f"cycle_{cycle:03d}.pt"
-        ckpt.unlink(missing_ok=True)  # a half-done cycle restarts its training from scratch
+        child_id = tracking.find_child_run(p.run_id, {"alod.cycle": cycle}) if main else None
 
-        with tracking.run("cycle-epoch", run_name=f"cycle-{cycle}", nested=True,
+        with tracking.run("cycle-epoch", run_name=f"cycle-{cycle}", nested=True, run_id=child_id,
                           tags={"alod.cycle": cycle, "alod.sampler": p.sampler,
-                                "alod.protocol": p.protocol, "alod.seed": p.seed}):
+                                "alod.protocol": p.protocol, "alod.seed": p.seed}) as child_id:
             def on_epoch_end(epoch: int, stats: dict) -> None:
-                tracking.log_metrics({k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats},
+                tracking.log_metrics({**{k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats},
+                                      "epoch_seconds": stats["seconds"], "epoch_images": stats["images"]},
                                      step=epoch + 1)
 
-            history = fit(model, DetectionDataset(labeled, train.images, train=True), config,
-                          checkpoint_path=ckpt, resume=False, on_epoch_end=on_epoch_end)
+            fit(model, DetectionDataset(labeled, train.images, train=True), config,
+                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end)
             preds = predict_all(model, val.frames, val.images, device=device,
                                 batch_size=p.eval_batch_size, workers=p.workers)
             if main:
@@ -262,14 +263,18 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 tracking.log_artifact(ckpt, "checkpoints")
         maybe_fail("after_train", cycle)
         if main:
-            last = history[-1]
-            metrics = {k: last[k] for k in LOSS_KEYS if k in last}
+            # From the child's per-epoch history, so a restarted cycle counts every epoch once.
+            epochs = {key: tracking.metric_steps(child_id, key)
+                      for key in (*LOSS_KEYS, "epoch_seconds", "epoch_images")}
+            last_epoch = max(epochs["loss"], default=None)
+            seconds = sum(epochs["epoch_seconds"].values())
+            metrics = {k: epochs[k][last_epoch] for k in LOSS_KEYS if last_epoch in epochs[k]}
             metrics.update({
                 "mAP50": result.mAP50, "mAP50_95": result.mAP50_95,
                 "labeled_images": len(labeled),
                 "labeled_boxes": sum(f.num_trainable for f in labeled),
-                "train_seconds": sum(h["seconds"] for h in history),
-                "images_per_second": sum(h["images"] for h in history) / max(sum(h["seconds"] for h in history), 1e-9),
+                "train_seconds": seconds,
+                "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
             })
             metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
             tracking.log_metrics(metrics, step=cycle)

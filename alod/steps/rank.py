@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,10 @@ from alod.active.protocol import make_ranking
 from alod.active.samplers import SamplerContext, get_sampler
 from alod.engine import distributed
 from alod.models import detector_from_checkpoint
-from alod.steps.common import default_device, load_split, score_pool
+from alod.steps.common import Launch, default_device, load_split, run_workers, score_pool
+
+PARAMS_ENV = "ALOD_RANK_PARAMS"
+RESULT_ENV = "ALOD_RANK_RESULT"
 
 
 @dataclass
@@ -26,29 +32,44 @@ class RankParams:
     seed: int = 0
     eval_batch_size: int = 8
     workers: int = 2
+    nproc: int = 1  # torchrun processes: each scores a shard of the pool
+    # Set by the launcher so torchrun workers never query the registry themselves:
+    checkpoint_file: str | None = None
+    model_tags: dict | None = None
     experiment: str = tracking.DEFAULT_EXPERIMENT
     work_dir: str = ".alod"
 
     def logged_params(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("experiment", "work_dir")}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("experiment", "work_dir", "nproc", "checkpoint_file", "model_tags")}
 
 
 def run_rank(p: RankParams) -> str:
     sampler = get_sampler(p.sampler)  # unknown sampler: fail before anything else
+    launch = Launch(nproc=p.nproc)
+    if "LOCAL_RANK" not in os.environ:
+        tracking.setup(p.experiment)
+    if sampler.needs_predictions and p.checkpoint_file is None:
+        ckpt, version = tracking.download_registered_checkpoint(p.model_uri, Path(p.work_dir) / "downloads")
+        p.checkpoint_file = str(ckpt)
+        p.model_tags = {"alod.model_name": version.name, "alod.model_version": str(version.version),
+                        "alod.model_run": version.run_id}
+    if launch.needed:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "run_id"
+            run_workers(launch, "alod.steps.rank", {PARAMS_ENV: json.dumps(dataclasses.asdict(p)),
+                                                    RESULT_ENV: str(result)})
+            return result.read_text().strip()
+    distributed.init_distributed()
     tracking.setup(p.experiment)
     pool = load_split(p.data, "train")
     if p.batches * p.batch_images > len(pool.frames):
         print(f"note: {p.batches} batches x {p.batch_images} images exceed the pool of "
               f"{len(pool.frames)}; the last batches are short or empty", flush=True)
-    model, version = None, None
-    if sampler.needs_predictions:
-        ckpt, version = tracking.download_registered_checkpoint(p.model_uri, Path(p.work_dir) / "downloads")
-        model = detector_from_checkpoint(ckpt)
+    model = detector_from_checkpoint(p.checkpoint_file) if p.checkpoint_file else None
     tags = {"alod.sampler": p.sampler, "alod.seed": p.seed, "alod.dataset": pool.digest,
             "alod.code_version": tracking.code_version()}
-    if version is not None:
-        tags.update({"alod.model_name": version.name, "alod.model_version": version.version,
-                     "alod.model_run": version.run_id})
+    tags.update(p.model_tags or {})
     with tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=tags) as run_id:
         tracking.log_params(p.logged_params())
         device = default_device()
@@ -74,5 +95,13 @@ def run_rank(p: RankParams) -> str:
 
             tracking.log_figure(score_histogram(scores, title=f"{p.sampler} scores over the pool"),
                                 "plots/score_histogram.png")
-            print(f"ranked {len(names)} images with {p.sampler} in {seconds:.1f}s; run {run_id}", flush=True)
+            print(f"ranked {len(names)} images with {p.sampler} in {seconds:.1f}s "
+                  f"({distributed.world_size()} process(es)); run {run_id}", flush=True)
+            if os.environ.get(RESULT_ENV):
+                Path(os.environ[RESULT_ENV]).write_text(run_id)
     return run_id
+
+
+if __name__ == "__main__":  # a torchrun worker
+    run_rank(RankParams(**json.loads(os.environ[PARAMS_ENV])))
+    distributed.cleanup()
