@@ -172,16 +172,39 @@ def _torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights/checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read {path} as a torch file: empty file (0 bytes)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers, "
             f"so unpickling it could run code (torch.load weights_only=True). Only tensors, "
-            f"numbers, strings, lists and dicts are accepted. Details: {e}"
+            f"numbers, strings, lists and dicts are accepted. {_unpickling_reason(e)}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read {path} as a torch file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises KeyError, EOFError, RuntimeError... on junk
+        reason = " ".join(str(e).split())[:300] or "no detail"
+        raise CheckpointError(
+            f"cannot read {path} as a torch file (truncated or not a torch file): {type(e).__name__}: {reason}"
+        ) from None
+
+
+def _unpickling_reason(e: Exception) -> str:
+    """The line of torch's weights_only error that names the refused object.
+
+    The rest of torch's message suggests weights_only=False, which is exactly
+    what must not be done with a file of unknown origin."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1]
+    else:  # torch's own paragraphs around the reason are advice, not the reason
+        boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        reason = " ".join(p for p in text.split("\n\n") if p.strip() and not p.strip().startswith(boiler))
+    for end in ("Please use", "Check the documentation"):
+        reason = reason.split(end, 1)[0]
+    reason = " ".join(reason.split())[:300]
+    return f"Refused: {reason or type(e).__name__}"
 
 
 def _state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from entrypoints.predict import predict
 from entrypoints.pretrain import pretrain
 from entrypoints.rank import rank
 from entrypoints.samplers_cmd import samplers
+from entrypoints.show import show
 from entrypoints.synth import synth
 
 
@@ -22,7 +23,7 @@ def cli() -> None:
     """Active learning for object detection, tracked with MLflow."""
 
 
-for command in (data, synth, evaluate, pretrain, rank, cycle, main, compare, predict, models, samplers):
+for command in (data, synth, evaluate, pretrain, rank, cycle, main, compare, predict, models, samplers, show):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from alod.data.bdd100k import MISSING_IMAGE, check_labels, load_labels
+from alod.data.bdd100k import MISSING_IMAGE, UNREADABLE_IMAGE, check_labels, load_labels
 from alod.data.coco import DEFAULT_SIZE, write_coco
 from alod.data.frames import LabelError, LoadReport
 
@@ -37,7 +37,7 @@ def data() -> None:
 
 @data.command()
 @click.argument("labels", type=click.Path(path_type=Path))
-@click.option("--images", type=click.Path(path_type=Path), help="Image folder: report missing images, clip boxes to real sizes.")
+@click.option("--images", type=click.Path(path_type=Path), help="Image folder: report missing, unreadable, truncated or oversized images (headers only, no decode); clip boxes to real sizes.")
 @click.option("--skip-unknown", is_flag=True, help="Skip labels of unknown categories instead of failing.")
 @click.option("--image-size", type=ImageSize(), help="Clip boxes to this size where the file gives none (BDD100K: 1280x720).")
 def check(labels: Path, images: Path | None, skip_unknown: bool, image_size: tuple[int, int] | None) -> None:
@@ -77,6 +77,8 @@ def to_coco(labels: Path, out: Path, image_size: tuple[int, int] | None, skip_un
         f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations "
         f"({crowd} ignore regions as iscrowd=1), {len(coco['categories'])} categories"
     )
+    if report.clipped:
+        click.echo(f"clipped to the image: {report.clipped} boxes")
     if report.skipped:
         click.echo("skipped: " + ", ".join(f"{reason} {n}" for reason, n in sorted(report.skipped.items())))
 
@@ -91,13 +93,17 @@ def _print_summary(report: LoadReport, *, images_checked: bool) -> None:
         click.echo(f"ignore regions: {sum(report.ignored_per_category.values())}")
         for name, n in sorted(report.ignored_per_category.items(), key=lambda kv: -kv[1]):
             click.echo(f"  {name:<14} {n}")
+    if report.clipped:
+        click.echo(f"boxes clipped to their image: {report.clipped}")
     if report.skipped:
         click.echo(f"skipped labels: {sum(report.skipped.values())}")
         for reason, n in sorted(report.skipped.items(), key=lambda kv: -kv[1]):
             click.echo(f"  {reason}: {n}")
     if images_checked:
         missing = sum(1 for p in report.problems if p.message.startswith(MISSING_IMAGE))
+        unreadable = sum(1 for p in report.problems if p.message.startswith(UNREADABLE_IMAGE))
         click.echo(f"missing images: {missing}")
+        click.echo(f"unreadable images: {unreadable}")
     click.echo(f"warnings: {len(report.warnings)}")
     for w in report.warnings[:SHOWN_WARNINGS]:
         click.echo(f"  - {w}")

@@ -17,7 +17,7 @@ from mlflow.pyfunc import PythonModel
 
 
 # Inputs are DataFrames of either shape on purpose; MLflow's type-hint nag does not apply.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class DetectorModel(PythonModel):
@@ -28,26 +28,25 @@ class DetectorModel(PythonModel):
 
     def predict(self, context, model_input, params=None):
         import torch
-        from torchvision.io import ImageReadMode, decode_image
+        from pathlib import Path
 
         from alod.data.categories import ID_TO_NAME
+        from alod.data.dataset import decode_rgb
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         threshold = float((params or {}).get("score_threshold", 0.0))
         rows = []
         for i, record in enumerate(frame.to_dict("records")):
+            # Header checked before decoding: an empty, corrupt or huge upload is refused by name.
             if record.get("image") is not None:
-                data = base64.b64decode(record["image"])
-                raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
                 name = record.get("name") or f"image-{i}"
+                data = base64.b64decode(record["image"])
             elif record.get("path") is not None:
-                from torchvision.io import read_file
-
-                raw = read_file(str(record["path"]))
                 name = record.get("name") or str(record["path"])
+                data = Path(record["path"]).read_bytes()
             else:
                 raise ValueError(f"row {i}: give a base64 `image` or a `path` column")
-            image = decode_image(raw, mode=ImageReadMode.RGB).float().div_(255)
+            image = decode_rgb(data, f"row {i} ({name})").float().div_(255)
             with torch.inference_mode():
                 out = self.model([image])[0]
             keep = out["scores"] >= threshold

@@ -37,7 +37,7 @@ def test_check_reports_ignored_and_skips(runner, bdd_fixtures, tmp_path):
     path.write_text(json.dumps([{"name": "a.jpg", "labels": labels}]))
     result = runner.invoke(cli, ["data", "check", str(path), "--image-size", "1280x720"])
     assert result.exit_code == 0, result.output
-    assert "no box2d: 1" in result.output and "zero or negative area: 1" in result.output
+    assert "no box2d: 1" in result.output and "outside the image: 1" in result.output
     assert "warnings: 1" in result.output
 
 

@@ -32,14 +32,20 @@ from alod.data.frames import Frame, LabelError, LoadReport, Problem
 # Reasons used as keys of LoadReport.skipped (the CLI prints them).
 NO_BOX2D = "no box2d"
 ZERO_AREA = "zero or negative area"
-# Prefix of the Problem message for a frame whose image file is missing.
+OUTSIDE_IMAGE = "outside the image"
+# Prefixes of the Problem messages for a frame whose image file is missing / unusable.
 MISSING_IMAGE = "image file not found"
+UNREADABLE_IMAGE = "unreadable image"
+# A clipped box that lost more than this share of its area gets a located warning.
+MOSTLY_OUTSIDE = 0.5
 
 _COORDS = ("x1", "y1", "x2", "y2")
 
 __all__ = [
     "MISSING_IMAGE",
     "NO_BOX2D",
+    "OUTSIDE_IMAGE",
+    "UNREADABLE_IMAGE",
     "ZERO_AREA",
     "check_labels",
     "dataset_digest",
@@ -81,8 +87,9 @@ def check_labels(
 ) -> tuple[list[Frame], LoadReport]:
     """Like `load_labels` but never raises on bad content: problems are in the report.
 
-    With `images`, every frame's image must exist under that folder; image sizes
-    are read from the file headers (no decode) and used to clip boxes.
+    With `images`, every frame's image must exist under that folder and pass
+    `alod.data.images.check_image_file` (format, size limit, truncation; no
+    decode); the sizes read from the headers are used to clip boxes.
     """
     return _load(
         Path(path),
@@ -519,6 +526,12 @@ def _is_positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
+def _inclusive(box: np.ndarray) -> str:
+    """An exclusive xyxy box as the inclusive box2d a user wrote (for messages)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return f"({x1:g}, {y1:g}, {x2 - 1:g}, {y2 - 1:g})"
+
+
 def _kind(v: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(v), type(v).__name__)
 
@@ -581,7 +594,7 @@ def _load(
 
 
 def _image_sizes(raws: list[_RawFrame], root: Path, report: LoadReport) -> dict[str, tuple[int, int]]:
-    from PIL import Image, UnidentifiedImageError
+    from alod.data.images import ImageReadError, check_image_file
 
     if not root.is_dir():
         report.problems.append(Problem(str(root), None, None, None, "image folder not found"))
@@ -597,10 +610,9 @@ def _image_sizes(raws: list[_RawFrame], root: Path, report: LoadReport) -> dict[
             report.problems.append(Problem(raw.file, raw.name, None, "name", f"{MISSING_IMAGE}: {p}"))
             continue
         try:
-            with Image.open(p) as im:  # reads the header only
-                sizes[raw.name] = im.size
-        except (OSError, UnidentifiedImageError) as e:
-            report.problems.append(Problem(raw.file, raw.name, None, "name", f"unreadable image {p}: {e}"))
+            sizes[raw.name] = check_image_file(p)  # header and completeness, no decode
+        except ImageReadError as e:
+            report.problems.append(Problem(raw.file, raw.name, None, "name", f"{UNREADABLE_IMAGE}: {e}"))
     return sizes
 
 
@@ -621,18 +633,37 @@ def _finalize(
         else:
             size = image_size
         boxes = np.asarray(raw.boxes, dtype=np.float64).reshape(-1, 4)
+        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        outside = np.zeros(len(boxes), dtype=bool)
         if size is not None:
             w, h = size
-            np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
-            np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            clipped = boxes.copy()
+            np.clip(clipped[:, 0::2], 0, w, out=clipped[:, 0::2])
+            np.clip(clipped[:, 1::2], 0, h, out=clipped[:, 1::2])
+            inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+            outside = positive & ~inside
+            moved = inside & (clipped != boxes).any(axis=1)
+            report.clipped += int(moved.sum())
+            kept_area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+            for k in np.flatnonzero(moved & (kept_area < (1.0 - MOSTLY_OUTSIDE) * area)):
+                report.warnings.append(
+                    Problem(
+                        raw.file, raw.name, raw.index[k], "box2d",
+                        f"box {_inclusive(boxes[k])} is mostly outside the {w}x{h} image; "
+                        f"clipped to {_inclusive(clipped[k])}",
+                    )
+                )
+            boxes = clipped
+        keep = positive & ~outside
         labels = np.asarray(raw.labels, dtype=np.int64)
         ignore = np.asarray(raw.ignore, dtype=bool)
         for k in np.flatnonzero(~keep):
-            report.skipped[ZERO_AREA] += 1
-            clip = f" after clipping to {size[0]}x{size[1]}" if size is not None else ""
+            reason = OUTSIDE_IMAGE if outside[k] else ZERO_AREA
+            report.skipped[reason] += 1
+            detail = f" ({size[0]}x{size[1]})" if outside[k] else ""
             report.warnings.append(
-                Problem(raw.file, raw.name, raw.index[k], "box2d", f"{ZERO_AREA}{clip}; dropped")
+                Problem(raw.file, raw.name, raw.index[k], "box2d", f"{reason}{detail}; dropped")
             )
         scores = None
         if scored:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
@@ -22,10 +23,45 @@ from torchvision.transforms import v2
 
 from alod.data.bdd100k import resolve_image_path
 from alod.data.frames import Frame
+from alod.data.images import MAX_IMAGE_PIXELS, ImageReadError, inspect_image
+
+# ImageReadError is defined in alod.data.images (no torch) and re-exported here.
+__all__ = [
+    "DetectionDataset",
+    "DroppedBoxesWarning",
+    "GroupedBatchSampler",
+    "ImageReadError",
+    "UnsafeImagePathError",
+    "aspect_ratio_groups",
+    "collate_fn",
+]
 
 
-class ImageReadError(RuntimeError):
-    """An image that is missing or cannot be decoded; the message names the file."""
+def decode_rgb(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Encoded image bytes -> uint8 RGB [3,H,W]; ImageReadError naming `where` on any failure."""
+    try:
+        inspect_image(data, where, max_pixels=max_pixels)
+    except ImageReadError as e:
+        raise ImageReadError(f"cannot decode image {e}") from None
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as e:
+        # torchvision prefixes the C++ source location; keep the reason.
+        reason = str(e).rsplit(", ", 1)[-1].strip()
+        raise ImageReadError(f"cannot decode image {where} (corrupt or truncated): {reason}") from None
+    if image.dtype == torch.uint16:  # 16-bit PNG
+        image = image.to(torch.float32).div_(257.0).round_().to(torch.uint8)
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ImageReadError(f"cannot decode image {where}: got a tensor of shape {tuple(image.shape)}")
+    return image
+
+
+class UnsafeImagePathError(ImageReadError, ValueError):
+    """A frame name that is absolute, uses '..' or resolves (symlinks) outside the image root."""
+
+
+class DroppedBoxesWarning(UserWarning):
+    """Boxes of a frame left with no area inside its image: dropped from the training target."""
 
 
 def _transforms(train: bool) -> v2.Compose:
@@ -46,10 +82,18 @@ class DetectionDataset(Dataset):
     ids), image_id (index into `frames`). Training mode adds a random flip.
     """
 
-    def __init__(self, frames: Sequence[Frame], image_root: str | Path, train: bool = False):
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        image_root: str | Path,
+        train: bool = False,
+        *,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+    ):
         self.frames = frames
         self.image_root = Path(image_root)
         self.train = train
+        self.max_pixels = max_pixels
         self.transforms = _transforms(train)
         self._sizes: dict[int, tuple[int, int]] = {}
 
@@ -57,21 +101,28 @@ class DetectionDataset(Dataset):
         return len(self.frames)
 
     def image_path(self, index: int) -> Path:
-        return resolve_image_path(self.image_root, self.frames[index].name)
+        """The frame's image file; UnsafeImagePathError if its name leaves the image root."""
+        try:
+            return resolve_image_path(self.image_root, self.frames[index].name)
+        except ValueError as e:
+            raise UnsafeImagePathError(str(e)) from None
 
     def read_image(self, index: int) -> torch.Tensor:
-        """uint8 RGB [3,H,W]; ImageReadError names the file when that fails."""
+        """uint8 RGB [3,H,W]; ImageReadError names the file and the reason when that fails.
+
+        The header is checked before decoding (format, frame count, size against
+        `max_pixels`: see `alod.data.images`), so a hostile file fails here with
+        a message, never deep in torch or by exhausting memory.
+        """
         path = self.image_path(index)
+        where = f"{path} (frame {self.frames[index].name!r})"
         try:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            data = path.read_bytes()
         except FileNotFoundError:
-            raise ImageReadError(f"image not found: {path} (frame {self.frames[index].name!r})") from None
+            raise ImageReadError(f"image not found: {where}") from None
         except OSError as e:
-            raise ImageReadError(f"cannot read image {path}: {e}") from None
-        try:
-            return decode_image(data, mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError) as e:
-            raise ImageReadError(f"cannot decode image {path} (corrupt or not an image): {e}") from None
+            raise ImageReadError(f"cannot read image {where}: {e.strerror or e}") from None
+        return decode_rgb(data, where, max_pixels=self.max_pixels)
 
     def get_height_and_width(self, index: int) -> tuple[int, int]:
         """(H, W) from the Frame or the image header, without decoding pixels."""
@@ -82,12 +133,13 @@ class DetectionDataset(Dataset):
             else:
                 path = self.image_path(index)
                 try:
-                    with Image.open(path) as im:  # lazy: reads the header only
-                        w, h = im.size
+                    with open(path, "rb") as f:
+                        head = f.read(256 * 1024)
                 except FileNotFoundError:
                     raise ImageReadError(f"image not found: {path} (frame {frame.name!r})") from None
                 except OSError as e:
-                    raise ImageReadError(f"cannot read image header {path}: {e}") from None
+                    raise ImageReadError(f"cannot read image header {path}: {e.strerror or e}") from None
+                w, h = inspect_image(head, f"{path} (frame {frame.name!r})", max_pixels=self.max_pixels)
                 self._sizes[index] = (h, w)
         return self._sizes[index]
 
@@ -97,6 +149,7 @@ class DetectionDataset(Dataset):
         h, w = image.shape[-2:]
         self._sizes.setdefault(index, (int(h), int(w)))
         keep = ~frame.ignore
+        _warn_dropped(frame, keep, int(w), int(h))
         target = {
             "boxes": tv_tensors.BoundingBoxes(
                 torch.from_numpy(frame.boxes[keep]).reshape(-1, 4), format="XYXY", canvas_size=(h, w)
@@ -106,6 +159,26 @@ class DetectionDataset(Dataset):
         }
         image, target = self.transforms(image, target)
         return image, target
+
+
+def _warn_dropped(frame: Frame, keep: np.ndarray, w: int, h: int) -> None:
+    """Say which boxes the transforms will drop (no area left inside the image):
+    SanitizeBoundingBoxes(min_size=1) after ClampBoundingBoxes drops them silently."""
+    boxes = frame.boxes[keep]
+    if not len(boxes):
+        return
+    bw = np.minimum(boxes[:, 2], w) - np.maximum(boxes[:, 0], 0)
+    bh = np.minimum(boxes[:, 3], h) - np.maximum(boxes[:, 1], 0)
+    lost = np.flatnonzero(~((bw >= 1.0) & (bh >= 1.0)))
+    if len(lost):
+        rows = np.flatnonzero(keep)[lost].tolist()
+        warnings.warn(
+            f"frame {frame.name!r}: {len(lost)} box(es) at rows {rows[:10]} have no area inside "
+            f"the {w}x{h} image and are dropped from the target (load labels with image_size "
+            f"to clip and count them up front)",
+            DroppedBoxesWarning,
+            stacklevel=3,
+        )
 
 
 def collate_fn(batch: Sequence[tuple[Any, Any]]) -> tuple[tuple, tuple]:

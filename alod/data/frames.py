@@ -122,6 +122,7 @@ class LoadReport:
     boxes_per_category: Counter = field(default_factory=Counter)  # det_20 name -> kept boxes
     ignored_per_category: Counter = field(default_factory=Counter)  # raw name -> ignore regions
     skipped: Counter = field(default_factory=Counter)  # reason -> count
+    clipped: int = 0  # boxes kept but clipped to their image's size
     problems: list[Problem] = field(default_factory=list)  # errors that make the data unusable
     warnings: list[Problem] = field(default_factory=list)  # counted skips worth a look
 

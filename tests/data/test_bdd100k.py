@@ -12,7 +12,7 @@ import pytest
 from alod.data.bdd100k import (
     MISSING_IMAGE,
     NO_BOX2D,
-    ZERO_AREA,
+    OUTSIDE_IMAGE,
     check_labels,
     dataset_digest,
     load_labels,
@@ -218,9 +218,9 @@ def test_clip_and_zero_area(tmp_path):
     # x1 == x2 inclusive is a one-pixel box, kept; the box right of the image is dropped.
     np.testing.assert_array_equal(f.boxes, [[0, 0, 1280, 720], [5, 5, 6, 6]])
     assert (f.width, f.height) == (1280, 720)
-    assert report.skipped[ZERO_AREA] == 1
-    (w,) = report.warnings
-    assert (w.frame, w.label_index) == ("a.jpg", 1) and ZERO_AREA in w.message
+    assert report.skipped[OUTSIDE_IMAGE] == 1 and report.clipped == 1
+    (w,) = report.warnings  # the clipped box kept 57 % of its area: no warning
+    assert (w.frame, w.label_index) == ("a.jpg", 1) and OUTSIDE_IMAGE in w.message
 
 
 def test_no_clipping_without_size(tmp_path):

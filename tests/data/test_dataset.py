@@ -76,7 +76,8 @@ def test_boxes_clamped_and_degenerate_dropped(tmp_path: Path) -> None:
     _write(tmp_path, "a.png")
     frames = [Frame("a.png", boxes=np.array([[-5, -5, 20, 20], [90, 10, 130, 40], [40, 40, 40, 50]], np.float32),
                     labels=[1, 2, 3])]
-    _, target = DetectionDataset(frames, tmp_path)[0]
+    with pytest.warns(dataset_mod.DroppedBoxesWarning, match=r"frame 'a\.png': 1 box\(es\) at rows \[2\]"):
+        _, target = DetectionDataset(frames, tmp_path)[0]
     assert target["boxes"].tolist() == [[0, 0, 20, 20], [90, 10, 100, 40]]
     assert target["labels"].tolist() == [1, 2]
 
