@@ -215,7 +215,7 @@ def log_detector(
     if not is_main_process():
         return None
     # The pyfunc takes DataFrames of any shape on purpose; MLflow's type-hint nag does not apply.
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     info = _retry(
         mlflow.pyfunc.log_model,
         name="model",

@@ -60,6 +60,14 @@ def subset(frames: Sequence[Frame], fraction: float, seed: int) -> list[Frame]:
     return [frames[i] for i in keep]
 
 
+def pictures_safely(draw) -> None:
+    """Pictures help people judge a step; they must never cost one."""
+    try:
+        draw()
+    except Exception as e:  # noqa: BLE001 - any drawing failure is only a warning
+        print(f"warning: pictures not logged: {type(e).__name__}: {e}", flush=True)
+
+
 def _shard(items: Sequence) -> list:
     """This rank's contiguous shard: no item twice, none dropped, whatever the sizes."""
     env = distributed.DistEnv.from_env()

@@ -20,8 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alod import tracking
-from alod.faults import maybe_fail
+from alod import pictures, tracking
 from alod.active import protocol as protocols
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
 from alod.active.scoring import frames_to_score
@@ -30,8 +29,17 @@ from alod.data.pool import LabeledState
 from alod.engine import distributed
 from alod.engine.evaluate import evaluate
 from alod.engine.train import TrainConfig, fit
+from alod.faults import maybe_fail
 from alod.models import build_detector
-from alod.steps.common import Launch, default_device, load_split, predict_all, run_workers, score_pool
+from alod.steps.common import (
+    Launch,
+    default_device,
+    load_split,
+    pictures_safely,
+    predict_all,
+    run_workers,
+    score_pool,
+)
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -220,14 +228,20 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     model, result = None, None
     if completed and (not p.reset or p.protocol == "pool"):
         model = _load_cycle_checkpoint(run_dir, completed, p)
+    # The same val images every cycle, so the UI's image slider shows progress.
+    vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
+    pool_counts = pictures.class_counts(train.frames) if main else None
     if completed >= p.cycles:
         print(f"all {p.cycles} cycles of run {p.run_id} are already done", flush=True)
 
     for cycle in range(completed + 1, p.cycles + 1):
         picked = state.selected_in(cycle)
         if not picked:
-            picked = _select(p, cycle, ranking, train, state, model, device)
+            picked, scores = _select(p, cycle, ranking, train, state, model, device)
             state.add(picked, cycle)
+            if main:
+                scorer = model if p.protocol == "pool" and scores is not None else None
+                pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state, scorer, device))
         if main:
             state.save(run_dir / "labeled.json")
             state.save(run_dir / f"labeled_cycle_{cycle:03d}.json")
@@ -241,7 +255,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         model.to(device)
         labeled = [by_name[n] for n in state.labeled()]
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
-                             workers=p.workers, device=str(device))
+                             workers=p.workers, device=str(device), clip_grad_norm=10.0)
         # The checkpoint of an interrupted cycle resumes its training where it stopped.
         ckpt = run_dir / f"cycle_{cycle:03d}.pt"
         child_id = tracking.find_child_run(p.run_id, {"alod.cycle": cycle}) if main else None
@@ -277,6 +291,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
             })
             metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
+            pictures_safely(lambda: _log_cycle_pictures(cycle, vis, val, preds, result, labeled, pool_counts))
             tracking.log_metrics(metrics, step=cycle)
             print(f"cycle {cycle}/{p.cycles}: {len(labeled)} labeled images, mAP50 {result.mAP50:.4f}",
                   flush=True)
@@ -287,10 +302,13 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         _register_final(p, run_dir, model, result)
 
 
-def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model, device) -> list[str]:
+def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model,
+            device) -> tuple[list[str], dict[str, float] | None]:
+    """The images to unveil, and the scores they were chosen by (None: a random pick)."""
     labeled = set(state.labeled())
     if p.protocol == "batches":
-        return protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+        picked = protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+        return picked, (None if cycle == 1 else dict(zip(ranking["image"], ranking["score"].astype(float))))
     names = [f.name for f in train.frames]
     scores = None
     if cycle > 1:
@@ -308,7 +326,31 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
         if distributed.is_main_process():
             tracking.log_dict({n: v for n, v in pool_scores.items() if n not in labeled},
                               f"scores/cycle_{cycle:03d}.json")
-    return protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+    picked = protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+    return picked, (pool_scores if scores is not None else None)
+
+
+def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: LabeledState, model, device) -> None:
+    what = None
+    if scores is None:
+        what = "random from batch 1" if p.protocol == "batches" else "random"
+    sheet = pictures.selection_pictures(
+        picked, scores, train.frames, train.images, sampler=p.sampler, model=model, device=device,
+        labeled=state.labeled(cycle - 1), seed=p.seed * 1000 + cycle, cycle=cycle,
+        score_threshold=p.score_threshold, batch_size=p.eval_batch_size, what=what)
+    tracking.log_image(sheet["picked"], key="picked", step=cycle)
+    if "score_histogram" in sheet:
+        tracking.log_figure(sheet["score_histogram"], f"plots/cycle_{cycle:03d}/score_histogram.png")
+
+
+def _log_cycle_pictures(cycle: int, vis, val, preds, result, labeled, pool_counts) -> None:
+    pics = pictures.cycle_pictures(None, vis, val.images, predictions=preds,
+                                   ap50_per_class=result.ap50_per_class, map50=result.mAP50,
+                                   labeled=labeled, pool=pool_counts, title=f"cycle {cycle}")
+    tracking.log_image(pics["gt_vs_pred"], key="val_gt_vs_pred", step=cycle)
+    for name in ("ap50_per_class", "class_histogram"):
+        if name in pics:
+            tracking.log_figure(pics[name], f"plots/cycle_{cycle:03d}/{name}.png")
 
 
 def _load_cycle_checkpoint(run_dir: Path, cycle: int, p: CycleParams):

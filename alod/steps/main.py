@@ -93,7 +93,7 @@ def write_comparison(curves, out: Path, *, log: bool = False) -> tuple:
     table = compare_table(curves)
     table.to_csv(out / "comparison.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
-    fig = learning_curves(curves, title="mAP50 against labeled images")
+    fig = learning_curves(curves, x=("labeled_images", "labeled_boxes"), title="mAP50")
     fig.savefig(out / "learning_curve.png", dpi=120)
     if log:
         for name in ("comparison.csv", "curves.csv", "learning_curve.png"):

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import torch
 
-from alod import tracking
+from alod import pictures, plots, tracking
 from alod.data.dataset import DetectionDataset
 from alod.engine import distributed
 from alod.engine.evaluate import evaluate
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector
-from alod.steps.common import default_device, load_split, predict_all, subset
+from alod.steps.common import (
+    default_device,
+    load_split,
+    pictures_safely,
+    predict_all,
+    subset,
+)
 
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -57,8 +63,9 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         torch.manual_seed(p.seed)
         model = build_detector(p.arch, weights=p.weights).to(device)
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                             workers=p.workers, device=str(device))
+                             workers=p.workers, device=str(device), clip_grad_norm=10.0)
         last_eval: dict = {}
+        vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
 
         def on_epoch_end(epoch: int, stats: dict) -> None:
             metrics = {k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats}
@@ -67,6 +74,10 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
                                     batch_size=p.eval_batch_size, workers=p.workers)
                 result = evaluate(val.frames, preds)
                 last_eval["result"] = result
+                if distributed.is_main_process():
+                    pictures_safely(lambda: tracking.log_image(pictures.cycle_pictures(
+                        None, vis, val.images, predictions=preds, title=f"epoch {epoch + 1}")["gt_vs_pred"],
+                        key="val_gt_vs_pred", step=epoch + 1))
                 metrics.update({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95})
                 model.train()
             tracking.log_metrics(metrics, step=epoch + 1)
@@ -76,6 +87,9 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         result = last_eval["result"]
         tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
         tracking.log_artifact(ckpt, "checkpoints")
+        if distributed.is_main_process():
+            pictures_safely(lambda: tracking.log_figure(plots.ap_bars(result.ap50_per_class, mean=result.mAP50),
+                                                  "plots/ap50_per_class.png"))
         print(result.as_table(), flush=True)
         version = None
         if p.register and distributed.is_main_process():

@@ -10,12 +10,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from alod import tracking
+from alod import pictures, tracking
 from alod.active.protocol import make_ranking
 from alod.active.samplers import SamplerContext, get_sampler
 from alod.engine import distributed
 from alod.models import detector_from_checkpoint
-from alod.steps.common import Launch, default_device, load_split, run_workers, score_pool
+from alod.plots import score_histogram
+from alod.steps.common import (
+    Launch,
+    default_device,
+    load_split,
+    pictures_safely,
+    run_workers,
+    score_pool,
+)
 
 PARAMS_ENV = "ALOD_RANK_PARAMS"
 RESULT_ENV = "ALOD_RANK_RESULT"
@@ -91,10 +99,13 @@ def run_rank(p: RankParams) -> str:
             tracking.log_metrics({"pool_images": len(names), "ranking_seconds": seconds,
                                   "ranking_images_per_second": len(names) / max(seconds, 1e-9),
                                   "score_mean": float(scores.mean()) if len(scores) else 0.0})
-            from alod.plots import score_histogram
-
             tracking.log_figure(score_histogram(scores, title=f"{p.sampler} scores over the pool"),
                                 "plots/score_histogram.png")
+            if model is not None:
+                pictures_safely(lambda: tracking.log_image(pictures.selection_pictures(
+                    ranking["image"].head(8).tolist(), dict(zip(names, scores)), pool.frames, pool.images,
+                    sampler=p.sampler, model=model, device=device, seed=p.seed * 1000,
+                    score_threshold=p.score_threshold, what="ranked first")["picked"], key="ranking_top", step=0))
             print(f"ranked {len(names)} images with {p.sampler} in {seconds:.1f}s "
                   f"({distributed.world_size()} process(es)); run {run_id}", flush=True)
             if os.environ.get(RESULT_ENV):
