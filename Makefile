@@ -27,13 +27,21 @@ test-fast: setup
 # The embedded default: synthetic BDD100K-format scenes, the tiny CPU detector,
 # local SQLite tracking, two samplers compared.
 demo: setup
-	$(ALOD) synth $(DEMO_DATA) --train 500 --val 100 --seed 0
+	$(ALOD) synth $(DEMO_DATA) --train 400 --val 100 --seed 0
 	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,boxcount --seeds 0 \
-		--fraction 0.5 --pretrain-epochs 4 --epochs 3 --batch-size 4 --lr 0.04 \
-		--cycles 4 --per-cycle 60 --batches 4 --batch-images 125 --workers 1 --experiment-name alod-demo
+		--fraction 0.5 --pretrain-epochs 3 --epochs 3 --batch-size 4 --lr 0.16 \
+		--cycles 4 --per-cycle 50 --batches 4 --batch-images 100 --workers 0 --experiment-name alod-demo
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 	@echo "then http://127.0.0.1:5000 -> Model training -> experiment alod-demo -> select the cycle runs -> Chart view (mAP50 by step)."
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) mlflow.db mlruns mlartifacts .alod compare
+
+# A throwaway team stack on 127.0.0.1 in the foreground: PostgreSQL (system binaries) + moto S3 +
+# `mlflow server` with proxied artifacts and basic auth; prints the client's `export` lines,
+# Ctrl-C stops and deletes everything. TEAM_ARGS="--artifacts direct", "--port 0", "" (no auth).
+TEAM_ARGS ?= --auth --user alice
+.PHONY: team-server
+team-server: setup
+	$(PY) -m alod.teamstack $(TEAM_ARGS)

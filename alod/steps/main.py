@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alod import tracking
+from alod.engine import distributed
 from alod.plots import learning_curves
 from alod.report import compare_table
 from alod.steps.cycle import CycleParams, run_cycles
@@ -78,7 +79,11 @@ def run_main(p: MainParams) -> str:
                 cycle_runs.append(cycle_id)
         curves = tracking.cycle_curves(p.experiment)
         curves = curves[curves["run_id"].isin(cycle_runs)]
-        write_comparison(curves, Path(p.work_dir) / "runs" / main_id / "compare", log=True)
+        table, png = write_comparison(curves, Path(p.work_dir) / "runs" / main_id / "compare", log=True)
+        if distributed.is_main_process():
+            print("\nsamplers compared (mAP50 on val; AUC = mean mAP50 over the budget range):", flush=True)
+            print(table.to_string(index=False), flush=True)
+            print(f"learning curve: {png}", flush=True)
     return main_id
 
 

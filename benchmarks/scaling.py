@@ -1,0 +1,132 @@
+"""Training and ranking throughput for nproc = 1, 2, ... processes under torchrun.
+
+    python benchmarks/scaling.py [--nproc 1,2] [--arch tiny] [--size 320x180] [--images 64]
+
+On CPU the processes use gloo and share the machine's cores, so this measures
+alod's distributed overhead, not a speed-up. On a GPU machine run one process
+per GPU with `--arch fasterrcnn_resnet50_fpn --size 1280x720`: the table then
+adds model-FLOP utilisation against `--peak-tflops` and projects the hours of
+the study's full protocol (pretrain 70 % x 50 epochs + 13 cycles x 50 epochs
+on 1 000..13 000 images, plus ranking 70 000 images).
+
+FLOPs per image are counted once with torch.utils.flop_counter on one forward
+pass (training counted as 3x forward, the usual forward+backward estimate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+STUDY = {"pool": 70_000, "pretrain_fraction": 0.7, "epochs": 50, "cycles": 13, "per_cycle": 1_000}
+
+
+def study_image_passes() -> tuple[float, float]:
+    """(training images processed, images ranked) by the study's full protocol."""
+    pretrain = STUDY["pool"] * STUDY["pretrain_fraction"] * STUDY["epochs"]
+    cycles = sum(STUDY["per_cycle"] * c for c in range(1, STUDY["cycles"] + 1)) * STUDY["epochs"]
+    return pretrain + cycles, STUDY["pool"]
+
+
+def forward_flops(model, size: tuple[int, int]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    image = torch.rand(3, size[1], size[0], device=next(model.parameters()).device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model([image])
+    return float(counter.get_total_flops())
+
+
+def worker(args) -> None:
+    """One torchrun process: time a training epoch and a sharded ranking pass."""
+    from alod.data.bdd100k import load_labels
+    from alod.data.dataset import DetectionDataset
+    from alod.engine import distributed
+    from alod.engine.train import TrainConfig, fit
+    from alod.models import build_detector
+    from alod.steps.common import default_device, predict_all
+
+    distributed.init_distributed()
+    device = default_device()
+    root = Path(args.data)
+    frames, _ = load_labels(root / "labels" / "det_20" / "det_train.json")
+    images = root / "images" / "100k" / "train"
+    torch.manual_seed(0)
+    model = build_detector(args.arch).to(device)
+    config = TrainConfig(epochs=2, batch_size=args.batch_size, lr=0.01, warmup_iters=0, workers=args.workers,
+                         device=str(device), amp=device.type == "cuda")
+    history = fit(model, DetectionDataset(frames, images, train=True), config, progress=False)
+    train = history[-1]  # epoch 2: warm caches, no start-up
+    distributed.barrier()
+    started = time.perf_counter()
+    predict_all(model, frames, images, device=device, batch_size=args.eval_batch_size, workers=args.workers)
+    distributed.barrier()
+    rank_seconds = time.perf_counter() - started
+    if distributed.is_main_process():
+        Path(args.result).write_text(json.dumps({
+            "train_images_per_second": train["images"] / train["seconds"],
+            "rank_images_per_second": len(frames) / rank_seconds,
+            "flops_per_image": forward_flops(model, tuple(map(int, args.size.split("x")))),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        }))
+    distributed.cleanup()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nproc", default="1,2")
+    parser.add_argument("--arch", default="tiny")
+    parser.add_argument("--size", default="320x180")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--eval-batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="the accelerator's dense bf16 peak (e.g. 989 for an H100 SXM) for utilisation")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+
+    from alod.data.synthetic import write_dataset
+
+    width, height = map(int, args.size.split("x"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp) / "data", train=args.images, val=0, seed=0, size=(width, height))
+        for nproc in [int(n) for n in args.nproc.split(",")]:
+            result = Path(tmp) / f"result-{nproc}.json"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   __file__, "--worker", "--data", str(Path(tmp) / "data"), "--result", str(result),
+                   "--arch", args.arch, "--size", args.size, "--batch-size", str(args.batch_size),
+                   "--eval-batch-size", str(args.eval_batch_size), "--workers", str(args.workers)]
+            subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            rows.append((nproc, json.loads(result.read_text())))
+
+    train_images, rank_images = study_image_passes()
+    print(f"arch {args.arch}, images {args.size}, {args.images} images, batch {args.batch_size}/process")
+    print("| nproc | device | train img/s | rank img/s | GFLOPs/img (fwd) | utilisation | study protocol, hours |")
+    print("|---|---|---|---|---|---|---|")
+    for nproc, r in rows:
+        achieved = 3 * r["flops_per_image"] * r["train_images_per_second"] / 1e12  # TFLOP/s, fwd+bwd
+        util = f"{100 * achieved / args.peak_tflops:.1f} %" if args.peak_tflops else "n/a (no peak given)"
+        hours = (train_images / r["train_images_per_second"] + rank_images / r["rank_images_per_second"]) / 3600
+        print(f"| {nproc} | {r['device']} | {r['train_images_per_second']:.1f} | {r['rank_images_per_second']:.1f} "
+              f"| {r['flops_per_image'] / 1e9:.1f} | {util} | {hours:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
