@@ -114,6 +114,14 @@ def run(
         yield run_id or os.environ.get(RUN_ID_ENV)
         return
     all_tags = {"alod.step": step, **{k: str(v) for k, v in (tags or {}).items()}}
+    wrapper = os.environ.get("MLFLOW_RUN_ID")
+    if run_id and wrapper and wrapper != run_id:
+        # `mlflow run -P resume_run_id=X` made a fresh run; the work goes on in X. Mark the
+        # fresh one as a pointer, and drop the variable so nested runs don't adopt it.
+        client = MlflowClient()
+        _retry(client.set_tag, wrapper, "alod.step", "resume")
+        _retry(client.set_tag, wrapper, "alod.resumed_run", run_id)
+        os.environ.pop("MLFLOW_RUN_ID")
     active = _retry(mlflow.start_run, run_id=run_id, run_name=run_name if not run_id else None,
                     nested=nested, tags=all_tags)
     status = "FAILED"

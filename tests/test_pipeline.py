@@ -224,19 +224,24 @@ def _labeled_state(run_id, dst):
         run_id=run_id, artifact_path="state/labeled.json", dst_path=str(dst))).read_text())
 
 
-def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path):
+@pytest.mark.parametrize("fault", ["after_select:2", "train_step:0.1", "after_train:1", "after_metrics:1"])
+def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, fault):
+    """kill -9 (os._exit) at each point of a cycle; resume gives the same labeled set,
+    every metric step exactly once, and the child run of the cycle reopened, not doubled."""
     params = dict(ranking=pipeline["rank"], cycles=2, per_cycle=8, epochs=1, register="false", **TINY)
-    killed_id, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": "after_metrics:1"}, check=False,
-                                 **params)
+    killed_id, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": fault}, check=False, **params)
     assert proc.returncode != 0 and "ALOD_FAULT: killing" in proc.stdout + proc.stderr
-    killed = client().get_run(killed_id)
-    assert {m.step for m in client().get_metric_history(killed.info.run_id, "mAP50")} == {1}
-    mlflow_run(store, "cycle", resume_run_id=killed.info.run_id, **params)
+    mlflow_run(store, "cycle", resume_run_id=killed_id, **params)
     for key in ("mAP50", "labeled_images", "loss"):
-        steps = [m.step for m in client().get_metric_history(killed.info.run_id, key)]
+        steps = [m.step for m in client().get_metric_history(killed_id, key)]
         assert sorted(steps) == [1, 2], (key, steps)
+    children = client().search_runs([client().get_run(killed_id).info.experiment_id],
+                                    filter_string=f"tags.mlflow.parentRunId = '{killed_id}'")
+    assert sorted(c.data.tags["alod.cycle"] for c in children) == ["1", "2"]
+    for child in children:
+        assert [m.step for m in client().get_metric_history(child.info.run_id, "loss")] == [1]
     uninterrupted = _labeled_state(pipeline["cycle"], tmp_path / "a")
-    assert _labeled_state(killed.info.run_id, tmp_path / "b") == uninterrupted
+    assert _labeled_state(killed_id, tmp_path / "b") == uninterrupted
 
 
 def test_torchrun_two_processes_one_run_same_labels(pipeline, store, tmp_path):
