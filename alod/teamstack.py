@@ -41,9 +41,9 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 LOOPBACK = "127.0.0.1"
 ARTIFACT_MODES = ("proxied", "direct")
@@ -66,12 +66,16 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
+try:  # resolved here, not in the forked child (no dlopen between fork and exec)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
 def _die_with_parent() -> None:
     """Best effort: a service gets SIGTERM if the process that started it dies (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -180,7 +184,7 @@ class Postgres:
     service: Service | None = None
     root: Path | None = None
 
-    def start(self, log_dir: Path) -> "Postgres":
+    def start(self, log_dir: Path) -> Postgres:
         self.bin_dir = self.bin_dir or postgres_bin_dir()
         if self.bin_dir is None:
             raise StackError("PostgreSQL server binaries (initdb, postgres) not found; on Debian: "
@@ -291,7 +295,7 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, region_name=self.region)
 
-    def start(self, log_dir: Path) -> "S3Server":
+    def start(self, log_dir: Path) -> S3Server:
         self.port = self.port or free_port()
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         self.service = Service("moto S3", [sys.executable, "-m", "moto.server", "-H", LOOPBACK,
@@ -362,7 +366,7 @@ class MlflowServer:
         for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             env.pop(key, None)
         if self.auth:
-            config = self.log_dir / "basic_auth.ini"
+            config = self.log_dir / f"basic_auth-{self.port}.ini"
             config.write_text(
                 "[mlflow]\n"
                 "default_permission = READ\n"
@@ -377,7 +381,7 @@ class MlflowServer:
                         "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secret_key})
         return env
 
-    def start(self, timeout: float = 180) -> "MlflowServer":
+    def start(self, timeout: float = 180) -> MlflowServer:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.service = Service("mlflow server", self.command(), self.log_dir / f"mlflow-{self.port}.log",
@@ -461,7 +465,7 @@ class TeamStack:
     s3: S3Server | None = None
     server: MlflowServer | None = None
 
-    def start(self) -> "TeamStack":
+    def start(self) -> TeamStack:
         self.log_dir = Path(self.log_dir)
         try:
             self.postgres.start(self.log_dir)
@@ -496,7 +500,7 @@ class TeamStack:
             self.s3.stop()
         self.postgres.stop()
 
-    def __enter__(self) -> "TeamStack":
+    def __enter__(self) -> TeamStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -524,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     def _terminate(signum, _frame):
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell without job control starts background commands with SIGINT ignored.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         stack.start()
         server = stack.server
@@ -546,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in env.items():
             print(f"  export {key}={value}", flush=True)
         print("  alod pretrain --data demo-data --arch tiny --epochs 2   # or mlflow run . -e ...", flush=True)
-        print("\nCtrl-C stops the stack (everything is in memory or temporary: it is all gone then).",
-              flush=True)
+        print("\nCtrl-C stops the stack; the database and the bucket are temporary and go with it "
+              f"(the logs stay in {log_dir}).", flush=True)
         while all(s.running() for s in (stack.postgres.service, stack.s3.service, server.service)):
             time.sleep(1)
         print("a service exited; stopping the stack", file=sys.stderr, flush=True)
