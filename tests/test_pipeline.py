@@ -345,3 +345,29 @@ def test_elastic_restart_resumes_same_run(pipeline, store, tmp_path):
         steps = [m.step for m in client().get_metric_history(child.info.run_id, "loss")]
         assert sorted(steps) == sorted(set(steps)) and max(steps) == 3
     assert _labeled_state(run_id, tmp_path / "s") == _labeled_state(pipeline["cycle"], tmp_path / "t")
+
+
+def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
+    import mlflow
+
+    from entrypoints.cli import cli
+
+    args = ["run", "--data", str(store / "data"), "--arch", "tiny", "--samplers", "random,boxcount",
+            "--seeds", "0", "--fraction", "0.5", "--pretrain-epochs", "1", "--epochs", "1", "--lr", "0.04",
+            "--cycles", "2", "--per-cycle", "8", "--batches", "3", "--batch-images", "16", "--workers", "0",
+            "--experiment-name", "alod-main-test", "--work-dir", str(store / "work")]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "reusing" not in first.output
+    assert "random" in first.output and "boxcount" in first.output  # the printed comparison table
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert second.output.count("reusing finished pretrain run") == 1
+    assert second.output.count("reusing finished rank run") == 2
+    assert second.output.count("reusing finished cycle run") == 2
+    main_id = re.findall(r"main run ([0-9a-f]+)", second.output)[-1]
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=main_id, artifact_path="compare/comparison.csv", dst_path=str(tmp_path)))
+    assert sorted(table["sampler"]) == ["boxcount", "random"]
+    assert {a.path for a in client().list_artifacts(main_id, "compare")} >= {
+        "compare/comparison.csv", "compare/curves.csv", "compare/learning_curve.png"}
