@@ -38,13 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 from tqdm.auto import tqdm
 
-from alod.data.dataset import DetectionDataset, collate_fn
+from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
+from alod.engine.infer import inference_loader
 from alod.engine.train import resolve_device
 from alod.models import unwrap
 
@@ -273,18 +273,10 @@ def predict_detailed(
     unknown = [a for a in tta if a not in TTA_AUGMENTATIONS]
     if unknown:
         raise ValueError(f"unknown test-time augmentation(s) {unknown}; supported: {TTA_AUGMENTATIONS}")
-    if getattr(dataset, "train", False):
-        raise ValueError("predict_detailed() needs a DetectionDataset built with train=False (no random flips)")
     device = resolve_device(device)
+    loader = inference_loader(dataset, device=device, batch_size=batch_size, workers=workers,
+                              caller="predict_detailed")
     model = unwrap(model).to(device).eval()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_fn,
-        pin_memory=device.type == "cuda",
-    )
     nb = device.type == "cuda"
     options = {"detection_features": detection_features, "stochastic_passes": stochastic_passes,
                "dropout": dropout, "keep_passes": keep_passes}

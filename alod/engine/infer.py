@@ -20,6 +20,15 @@ from alod.engine.train import resolve_device
 from alod.models import unwrap
 
 
+def inference_loader(dataset: DetectionDataset, *, device: torch.device, batch_size: int, workers: int,
+                     caller: str = "predict") -> DataLoader:
+    """An ordered loader over an evaluation dataset (no flips), pinned memory on CUDA."""
+    if getattr(dataset, "train", False):
+        raise ValueError(f"{caller}() needs a DetectionDataset built with train=False (no random flips)")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_fn, pin_memory=device.type == "cuda")
+
+
 def predict(
     model: nn.Module,
     dataset: DetectionDataset,
@@ -31,18 +40,9 @@ def predict(
 ) -> Iterator[Frame]:
     """Yield Frame(name, boxes, labels, scores, width, height) per dataset image,
     in dataset order. The dataset should be built with train=False (no flip)."""
-    if getattr(dataset, "train", False):
-        raise ValueError("predict() needs a DetectionDataset built with train=False (no random flips)")
     device = resolve_device(device)
+    loader = inference_loader(dataset, device=device, batch_size=batch_size, workers=workers)
     model = unwrap(model).to(device).eval()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_fn,
-        pin_memory=device.type == "cuda",
-    )
     nb = device.type == "cuda"
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress, mininterval=2.0) as bar:
         for images, targets in loader:
