@@ -8,6 +8,7 @@ write files meant for people, or talk to MLflow: check `is_main_process()`.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,18 @@ def init_distributed(backend: str | None = None) -> DistEnv:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
-    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None or "MASTER_ADDR" not in os.environ:
+        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
+        return env
+    # Under torchrun the agent's store can outlive a restart; keys of the failed attempt
+    # (e.g. rank 0's old gloo address) would then be read by the new one. A prefix per
+    # attempt keeps restarted workers from connecting to dead peers.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), env.world_size,
+                          is_master=not agent_store and env.rank == 0, timeout=timedelta(minutes=30))
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"alod/attempt_{restart}", store),
+                            rank=env.rank, world_size=env.world_size)
     return env
 
 
