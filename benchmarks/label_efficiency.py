@@ -40,11 +40,10 @@ Settings and run times (tiny detector, CPU, workers 0, batch 4, lr 0.16):
 * defaults: 200 train / 40 val / 80 test, six samplers (random, boxcount,
   entropy, margin, coreset, hybrid) x 3 seeds, 4 cycles x 10 images (5..20 %
   of the pool), 8 epochs, + 3 full-pool references (200 images x 8 epochs):
-  about 14 400 training image-passes + 11 000 inference images, estimated at
-  45 minutes on 2 idle cores (tiny trains ~13 img/s, predicts ~30 img/s with
-  1 thread), about twice that while other jobs share the cores. Use
+  about 40 minutes on 2 cores with `--threads 1` (measured while other jobs
+  shared them, load ~3: a reference 2.2 min, a cycle run 1.4-1.7 min). Use
   `--threads 1` on a shared machine: 2 OpenMP threads on oversubscribed cores
-  were 10x slower here.
+  were up to 10x slower here; on idle cores 2 threads gain ~20 %.
 """
 
 from __future__ import annotations
@@ -360,6 +359,13 @@ def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, targ
             lines.append(f"beats random at equal budget by more than the spread over seeds: {answer} "
                          f"({wins}/{len(compared)} budgets after cycle 1; AUC {ab - ar:+.4f} vs spread "
                          f"{auc_spread:.4f})")
+    last = curves[curves["labeled_images"] == curves["labeled_images"].max()]
+    full = target / target_fraction
+    share = last.groupby("sampler")["test_mAP50"].mean() / full if full > 0 else None
+    if share is not None:
+        lines.append(f"at the largest budget ({_budget_label(last['labeled_images'].max(), pool)}) the samplers "
+                     f"reach {100 * share.min():.0f}-{100 * share.max():.0f} % of the full-pool test mAP50 "
+                     f"({full:.4f}); {best}: {100 * share.get(best, float('nan')):.0f} %")
     reached = stats.loc[stats["sampler"] == best, "fraction_to_target"]
     ok = bool(len(reached) and reached.notna().all() and (reached <= BAR_FRACTION + 1e-9).all())
     lines.append(f"bar ({100 * target_fraction:.0f} % of full pool with <= {100 * BAR_FRACTION:.0f} % labeled, "
