@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_throughput_table_has_every_row(capsys):
-    assert load("throughput").main(["--train-images", "8", "--infer-images", "8", "--repeats", "1",
+def test_throughput_table_has_every_row(capsys, load_benchmark):
+    assert load_benchmark("throughput").main(["--train-images", "8", "--infer-images", "8", "--repeats", "1",
                                     "--eval-images", "40"]) == 0
     out = capsys.readouterr().out
     for row in ("train images/s", "ranking inference images/s", "evaluation seconds, 40 images"):
@@ -27,15 +14,15 @@ def test_throughput_table_has_every_row(capsys):
 
 
 @pytest.mark.slow
-def test_scaling_runs_one_and_two_processes(capsys):
-    assert load("scaling").main(["--nproc", "1,2", "--images", "8", "--batch-size", "2"]) == 0
+def test_scaling_runs_one_and_two_processes(capsys, load_benchmark):
+    assert load_benchmark("scaling").main(["--nproc", "1,2", "--images", "8", "--batch-size", "2"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |") or
              line.startswith("| 2 |")]
     assert len(lines) == 2 and all("cpu" in line for line in lines)
 
 
-def test_study_projection_counts_every_epoch():
-    train, ranked = load("scaling").study_image_passes()
+def test_study_projection_counts_every_epoch(load_benchmark):
+    train, ranked = load_benchmark("scaling").study_image_passes()
     assert ranked == 70_000
     # pretrain 49 000 x 50 + cycles (1..13 thousand images) x 50 epochs
     assert train == 49_000 * 50 + 91_000 * 50

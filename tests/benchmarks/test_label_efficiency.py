@@ -3,29 +3,16 @@ sampler and the full-pool reference make it into the table, the files and MLflow
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow  # about 1-2 minutes on 2 cores
-def test_small_setting_reports_every_sampler_and_the_reference(tmp_path, monkeypatch, capsys):
+def test_small_setting_reports_every_sampler_and_the_reference(tmp_path, monkeypatch, capsys, load_benchmark):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) stay in the tmp dir
-    bench = load("label_efficiency")
+    bench = load_benchmark("label_efficiency")
     samplers = ["random", "hybrid"]  # hybrid: the set-based path (features + labeled set)
     out = tmp_path / "out"
     assert bench.main(["--small", "--samplers", ",".join(samplers), "--out", str(out), "--threads", "1"]) == 0
