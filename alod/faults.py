@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("after_select", "after_train", "after_metrics", "train_step")  # train_step: "epoch.step"
+POINTS = ("after_select", "after_export", "after_train", "after_metrics", "train_step",  # train_step: "epoch.step"
+          "import_after_local", "import_after_upload")  # import points: cycle "import"
 
 
 def maybe_fail(point: str, cycle: int | str) -> None:

@@ -192,6 +192,11 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         _retry(mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
 
+def log_artifacts(folder: str | Path, artifact_path: str | None = None) -> None:
+    if is_main_process():
+        _retry(mlflow.log_artifacts, str(folder), artifact_path=artifact_path)
+
+
 def log_dict(data: Any, artifact_file: str) -> None:
     if is_main_process():
         _retry(mlflow.log_dict, data, artifact_file)
@@ -321,7 +326,10 @@ def download_registered_checkpoint(uri: str, dst: str | Path | None = None) -> t
 
 def find_finished_run(experiment: str, step: str, params: Mapping[str, Any],
                       code_version: str) -> Any:
-    """A FINISHED run of this step with identical parameters and code, or None."""
+    """A FINISHED run of this step with identical parameters and code, or None.
+
+    A run waiting for human labels is not finished, whatever its status says
+    (`mlflow run` marks its run FINISHED when the command exits)."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -334,7 +342,7 @@ def find_finished_run(experiment: str, step: str, params: Mapping[str, Any],
     )
     wanted = {k: _param_value(v) for k, v in params.items()}
     for r in runs:
-        if all(r.data.params.get(k) == v for k, v in wanted.items()):
+        if WAITING_TAG not in r.data.tags and all(r.data.params.get(k) == v for k, v in wanted.items()):
             return r
     return None
 
@@ -435,6 +443,36 @@ def suspended() -> Iterator[None]:
         yield
     finally:
         _retry(mlflow.start_run, run_id=run_id)
+
+
+WAITING_TAG = "alod.waiting_for_labels"  # cycle number a `files`-oracle run waits on
+
+
+def set_waiting(run_id: str, cycle: int | None) -> None:
+    """Tag a run that stops for human labels with the cycle it waits on (None: clear the tag)."""
+    if not is_main_process():
+        return
+    client = MlflowClient()
+    if cycle is not None:
+        _retry(client.set_tag, run_id, WAITING_TAG, str(cycle))
+    elif WAITING_TAG in _retry(client.get_run, run_id).data.tags:
+        _retry(client.delete_tag, run_id, WAITING_TAG)
+
+
+def waiting_cycle(run_id: str) -> int | None:
+    value = _retry(MlflowClient().get_run, run_id).data.tags.get(WAITING_TAG)
+    return int(value) if value else None
+
+
+def set_status(run_id: str, status: str) -> None:
+    """E.g. SCHEDULED for a run waiting on labels: apart from FINISHED runs in the UI and in
+    `find_finished_run`; resuming it makes it RUNNING again."""
+    _retry(MlflowClient().update_run, run_id, status=status)
+
+
+def log_artifact_to(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload to a run that is not active in this process (e.g. `alod import-labels`)."""
+    _retry(MlflowClient().log_artifact, run_id, str(path), artifact_path)
 
 
 def registered_version_of_run(name: str, run_id: str) -> str:

@@ -70,9 +70,9 @@ BAR_FRACTION = 0.20  # the issue's bar: 95 % of full-pool mAP50 with at most 20 
 
 # Values of the options a setting fills in when the command line leaves them out.
 FULL = {"train": 200, "val": 40, "test": 80, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
-        "cycles": 4, "per_cycle": 10, "epochs": 8}
+        "cycles": 4, "per_cycle": 10, "epochs": 8, "min_iterations": 0}
 SMALL = {"train": 40, "val": 12, "test": 12, "samplers": "random,boxcount", "seeds": "0",
-         "cycles": 2, "per_cycle": 8, "epochs": 1}
+         "cycles": 2, "per_cycle": 8, "epochs": 1, "min_iterations": 3}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     size.add_argument("--cycles", type=int, help=f"cycles (full {FULL['cycles']})")
     size.add_argument("--per-cycle", type=int, help=f"images unveiled per cycle (full {FULL['per_cycle']})")
     size.add_argument("--epochs", type=int, help=f"epochs per cycle and for the full-pool reference (full {FULL['epochs']})")
+    size.add_argument("--min-iterations", type=int,
+                      help=f"at least this many SGD steps per cycle (full {FULL['min_iterations']}): "
+                           "without it the first, small cycles barely train and every sampler looks like random")
     train = parser.add_argument_group("training")
     train.add_argument("--protocol", choices=("pool", "batches"), default="pool")
     train.add_argument("--pretrain-fraction", type=float, default=0.3, help="batches protocol: pretrain fraction")
@@ -243,8 +246,8 @@ def cycle_run(args, sampler: str, seed: int, epochs: int, data: Path, work: Path
     from alod.steps.cycle import CycleParams, run_cycles
 
     p = CycleParams(data=str(data), ranking=ranking, sampler=sampler, protocol=args.protocol, cycles=args.cycles,
-                    per_cycle=args.per_cycle, epochs=epochs, arch=args.arch, batch_size=args.batch_size,
-                    lr=args.lr, seed=seed, reset=not args.warm_start, workers=args.workers,
+                    per_cycle=args.per_cycle, epochs=epochs, min_iterations=args.min_iterations, arch=args.arch,
+                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=not args.warm_start, workers=args.workers,
                     eval_batch_size=args.eval_batch_size, register=False, experiment=args.experiment,
                     work_dir=str(work), extra_tags={"alod.benchmark": "label_efficiency"})
     return _reuse_or_run(args, "cycle", p.logged_params(), lambda: run_cycles(p))

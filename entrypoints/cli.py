@@ -8,6 +8,7 @@ from entrypoints.compare import compare
 from entrypoints.cycle import cycle
 from entrypoints.data_cmd import data
 from entrypoints.evaluate import evaluate
+from entrypoints.import_labels import import_labels
 from entrypoints.main import main
 from entrypoints.models_cmd import models
 from entrypoints.predict import predict
@@ -23,7 +24,7 @@ def cli() -> None:
     """Active learning for object detection, tracked with MLflow."""
 
 
-for command in (data, synth, evaluate, pretrain, rank, cycle, main, compare, predict, models, samplers, show):
+for command in (data, synth, evaluate, pretrain, rank, cycle, import_labels, main, compare, predict, models, samplers, show):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--cycles", type=int, default=13, show_default=True)
 @click.option("--per-cycle", type=int, default=1000, show_default=True, help="Images unveiled per cycle.")
 @common_train_options
+@click.option("--min-iterations", type=int, default=0, show_default=True,
+              help="At least this many SGD steps per cycle: small labeled sets train more epochs (0: just --epochs).")
 @seed_option
 @click.option("--reset", type=click.BOOL, default=True, show_default=True,
               help="Re-initialise the detector every cycle (false: warm-start).")
@@ -30,6 +32,13 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
               help="Elastic restarts: a failed worker restarts and the cycle resumes from its checkpoint.")
 @click.option("--eval-batch-size", type=int, default=8, show_default=True)
 @click.option("--score-threshold", type=float, default=0.05, show_default=True)
+@click.option("--oracle", type=click.Choice(["simulated", "files"]), default="simulated", show_default=True,
+              help="simulated: unveil the ground truth; files: export each batch for annotators and wait "
+                   "for `alod import-labels`.")
+@click.option("--preannotation-threshold", type=float, default=0.5, show_default=True,
+              help="files oracle: predictions scoring at least this become pre-annotations.")
+@click.option("--annotation-url-prefix", default="", show_default=True,
+              help="files oracle: prefix for image names in Label Studio tasks (where the images are served).")
 @click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the final model as a version of alod-detector.")
 @click.option("--resume-run-id", default=None, callback=none_if_empty,

@@ -13,6 +13,8 @@ from entrypoints.options import (common_train_options, csv_list, data_option, ex
 @click.option("--samplers", default="random,boxcount", show_default=True, callback=csv_list(str))
 @click.option("--seeds", default="0", show_default=True, callback=csv_list(int))
 @common_train_options
+@click.option("--min-iterations", type=int, default=0, show_default=True,
+              help="At least this many SGD steps per cycle: small labeled sets train more epochs (0: just --epochs).")
 @click.option("--fraction", type=float, default=0.7, show_default=True)
 @click.option("--pretrain-epochs", type=int, default=50, show_default=True)
 @click.option("--protocol", type=click.Choice(["batches", "pool"]), default="batches", show_default=True)

@@ -267,14 +267,16 @@ def test_torchrun_two_processes_one_run_same_labels(pipeline, store, tmp_path):
 
 
 def test_pool_protocol_rescores_with_current_model(pipeline, store, tmp_path):
-    """protocol=pool: cycle 1 random, cycle 2 the top-k unlabeled by the sampler's scores."""
+    """protocol=pool: cycle 1 random, cycle 2 the top-k unlabeled by the sampler's scores;
+    --min-iterations gives the small first cycle more epochs."""
     import mlflow
 
     from entrypoints.cli import cli
 
     result = CliRunner().invoke(cli, [
         "cycle", "--data", str(store / "data"), "--protocol", "pool", "--sampler", "hybrid",
-        "--cycles", "2", "--per-cycle", "6", "--epochs", "1", "--arch", "tiny", "--workers", "0",
+        "--cycles", "2", "--per-cycle", "6", "--epochs", "1", "--min-iterations", "5", "--batch-size", "4",
+        "--arch", "tiny", "--workers", "0",
         "--register", "false", "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
     assert result.exit_code == 0, result.output
     run_id = re.findall(r"cycle run ([0-9a-f]+)", result.output)[-1]
@@ -288,6 +290,16 @@ def test_pool_protocol_rescores_with_current_model(pipeline, store, tmp_path):
     assert len(cycle1) == 6 and len(cycle2) == 6 and not cycle1 & set(scores)
     top = sorted(scores, key=lambda n: (-scores[n], n))[:6]
     assert cycle2 == set(top)
+    # 6 images / batch 4 = 2 steps an epoch -> 3 epochs for 5 steps; 12 images -> 3 steps -> 2 epochs
+    assert tracking_metric(run_id, "train_epochs") == {1: 3, 2: 2}
+    children = {c.data.tags["alod.cycle"]: c.info.run_id for c in client().search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")}
+    assert sorted(tracking_metric(children["1"], "loss")) == [1, 2, 3]
+    assert sorted(tracking_metric(children["2"], "loss")) == [1, 2]
+
+
+def tracking_metric(run_id: str, key: str) -> dict:
+    return {m.step: m.value for m in client().get_metric_history(run_id, key)}
 
 
 def _ranking(run_id, dst):
@@ -371,3 +383,92 @@ def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
     assert sorted(table["sampler"]) == ["boxcount", "random"]
     assert {a.path for a in client().list_artifacts(main_id, "compare")} >= {
         "compare/comparison.csv", "compare/curves.csv", "compare/learning_curve.png"}
+
+
+def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_path):
+    """--oracle files: the batch is exported with pre-annotations, the run waits, partial, refused,
+    repeated and killed imports lose nothing, and training uses exactly the imported labels."""
+    import mlflow
+
+    from alod.data.bdd100k import load_labels, save_frames, split_paths
+    from alod.data.coco import write_coco
+    from alod.data.frames import Frame
+    from entrypoints.cli import cli
+
+    work = store / "work-files"
+    cycle_args = ["cycle", "--data", str(store / "data"), "--ranking", pipeline["rank"], "--oracle", "files",
+                  "--cycles", "2", "--per-cycle", "4", "--epochs", "1", "--arch", "tiny", "--workers", "0",
+                  "--register", "false", "--experiment-name", EXPERIMENT, "--work-dir", str(work)]
+
+    def cli_ok(args):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def import_labels(frames, name, *extra, fmt="bdd"):
+        path = tmp_path / name
+        if fmt == "coco":
+            write_coco(frames, path)
+        else:
+            save_frames(frames, path)
+        return CliRunner().invoke(cli, ["import-labels", run_id, str(path), "--work-dir", str(work), *extra])
+
+    out = cli_ok(cycle_args)
+    run_id = re.findall(r"cycle run ([0-9a-f]+)", out)[-1]
+    assert "waits for the labels of cycle 1" in out
+    run = client().get_run(run_id)
+    assert run.info.status == "SCHEDULED" and run.data.tags["alod.waiting_for_labels"] == "1"
+    assert "mAP50" not in run.data.metrics
+    exported = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="annotation/cycle_001",
+                                                        dst_path=str(tmp_path / "a1")))
+    batch1 = exported.joinpath("images.txt").read_text().split()
+    assert sorted(batch1) == sorted(n for n, c in _labeled_state(run_id, tmp_path / "s1").items() if c == 1)
+    assert len(json.loads(exported.joinpath("label_studio.json").read_text())) == 4
+    assert exported.joinpath("coco.json").is_file()
+
+    truth = {f.name: f for f in load_labels(split_paths(store / "data", "train")[0])[0]}
+    other = next(n for n in truth if n not in batch1)
+    result = import_labels([truth[batch1[0]], truth[other]], "bad.json")
+    assert result.exit_code == 1 and other in result.output and "nothing was imported" in result.output
+    assert "Traceback" not in result.output
+
+    result = import_labels([truth[n] for n in batch1[:2]], "part.json", fmt="coco")
+    assert result.exit_code == 0, result.output
+    assert "2 image(s) added" in result.output and "2 selected image(s) still without labels" in result.output
+    out = cli_ok(cycle_args + ["--resume-run-id", run_id])
+    assert "waits for the labels of cycle 1" in out and "mAP50" not in client().get_run(run_id).data.metrics
+
+    # killed after the local write, before the upload: importing again loses nothing
+    rest = tmp_path / "rest.json"
+    save_frames([truth[n] for n in batch1], rest)
+    proc = subprocess.run([sys.executable, "-m", "entrypoints.cli", "import-labels", run_id, str(rest),
+                           "--work-dir", str(work)], env={**os.environ, "ALOD_FAULT": "import_after_local:import"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stdout + proc.stderr
+    result = import_labels([truth[n] for n in batch1], "rest-again.json")
+    assert result.exit_code == 0 and "0 image(s) added, 4 already imported" in result.output, result.output
+    assert "resume the run" in result.output
+
+    cli_ok(cycle_args + ["--resume-run-id", run_id])
+    run = client().get_run(run_id)
+    assert run.data.tags["alod.waiting_for_labels"] == "2"
+    assert sorted(tracking_metric(run_id, "mAP50")) == [1]
+    batch2 = [n for n, c in _labeled_state(run_id, tmp_path / "s2").items() if c == 2]
+    conflicting = Frame(name=batch1[0], boxes=[[0, 0, 20, 20]], labels=[3])
+    result = import_labels([conflicting], "conflict.json")
+    assert result.exit_code == 1 and "different labels" in result.output and batch1[0] in result.output
+    # annotators found nothing in two of the images: empty frames are labels too
+    result = import_labels([truth[batch2[0]], truth[batch2[1]], Frame(name=batch2[2]), Frame(name=batch2[3])],
+                           "batch2.json")
+    assert result.exit_code == 0, result.output
+
+    cli_ok(cycle_args + ["--resume-run-id", run_id])
+    run = client().get_run(run_id)
+    assert run.info.status == "FINISHED" and "alod.waiting_for_labels" not in run.data.tags
+    assert sorted(tracking_metric(run_id, "mAP50")) == [1, 2]
+    boxes1 = sum(truth[n].num_trainable for n in batch1)
+    assert tracking_metric(run_id, "labeled_boxes") == {
+        1: boxes1, 2: boxes1 + truth[batch2[0]].num_trainable + truth[batch2[1]].num_trainable}
+    stored = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="labels/labels.json",
+                                                      dst_path=str(tmp_path / "l")))
+    assert sorted(f.name for f in load_labels(stored)[0]) == sorted(batch1 + batch2)

@@ -85,6 +85,21 @@ def _worker_init(worker_id: int) -> None:
     random.seed(s)
 
 
+def epochs_for_min_steps(epochs: int, min_steps: int, num_images: int, batch_size: int,
+                         world_size: int = 1) -> int:
+    """`epochs`, or more when that many epochs would take fewer than `min_steps` SGD steps.
+
+    Small labeled sets (early active-learning cycles) otherwise get a handful of
+    steps and stay untrained, which makes every sampler look like random.
+    """
+    if min_steps < 0:
+        raise ValueError(f"min_steps must be >= 0, got {min_steps}")
+    if min_steps == 0 or num_images <= 0:
+        return epochs
+    steps_per_epoch = math.ceil(num_images / (batch_size * world_size))
+    return max(epochs, math.ceil(min_steps / steps_per_epoch))
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig, world_size: int = 1) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(

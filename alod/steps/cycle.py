@@ -1,4 +1,4 @@
-"""The `cycle` step: N active-learning cycles on a simulated oracle.
+"""The `cycle` step: N active-learning cycles; the oracle unveils ground truth or asks people.
 
 The launcher (always rank 0 of the user's process) validates every input,
 opens the MLflow run and, for nproc > 1, starts `torchrun` workers that read the
@@ -7,6 +7,13 @@ Each cycle: select -> record the labeled state (locally first, then as an
 artifact) -> reset or warm-start the detector -> train -> evaluate -> log all
 cycle metrics in one batch. A cycle counts as done once its `mAP50` is logged,
 which is what `resume_run_id` resumes from.
+
+With `oracle="files"` the labels come from people: after selecting, the run
+exports the batch (`annotation/cycle_NNN/`: image list, COCO and Label Studio
+tasks with the model's predictions as pre-annotations), tags itself
+`alod.waiting_for_labels` and ends with status SCHEDULED. `alod import-labels`
+merges what comes back into the run's label store (`labels/labels.json`);
+resuming the run trains on exactly those labels once every selected image has one.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alod import pictures, tracking
+from alod import annotation, pictures, tracking
 from alod.active import protocol as protocols
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
 from alod.active.scoring import frames_to_score
@@ -28,7 +35,7 @@ from alod.data.dataset import DetectionDataset
 from alod.data.pool import LabeledState
 from alod.engine import distributed
 from alod.engine.evaluate import evaluate
-from alod.engine.train import TrainConfig, fit
+from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
 from alod.steps.common import (
@@ -42,6 +49,7 @@ from alod.steps.common import (
 )
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
+ORACLES = ("simulated", "files")
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
@@ -54,6 +62,7 @@ class CycleParams:
     cycles: int = 13
     per_cycle: int = 1000
     epochs: int = 50
+    min_iterations: int = 0  # per cycle: more epochs when `epochs` gives fewer SGD steps
     arch: str = "fasterrcnn_resnet50_fpn"
     batch_size: int = 4
     lr: float = 0.02
@@ -66,6 +75,9 @@ class CycleParams:
     workers: int = 2
     eval_batch_size: int = 8
     score_threshold: float = 0.05
+    oracle: str = "simulated"  # or "files": export each batch for annotators, wait for `alod import-labels`
+    preannotation_threshold: float = 0.5  # files oracle: predictions above this become pre-annotations
+    annotation_url_prefix: str = ""  # files oracle: put before image names in Label Studio tasks
     register: bool = True
     experiment: str = tracking.DEFAULT_EXPERIMENT
     resume_run_id: str | None = None
@@ -74,10 +86,11 @@ class CycleParams:
     run_id: str | None = None
     ranking_file: str | None = None
     state_file: str | None = None
+    labels_file: str | None = None
     extra_tags: dict = field(default_factory=dict)
 
     def logged_params(self) -> dict:
-        skip = {"run_id", "ranking_file", "state_file", "resume_run_id", "extra_tags", "work_dir",
+        skip = {"run_id", "ranking_file", "state_file", "labels_file", "resume_run_id", "extra_tags", "work_dir",
                 "experiment", "rdzv_endpoint"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
@@ -93,6 +106,8 @@ def run_cycles(p: CycleParams) -> str:
     """Validate, open (or reopen) the run, then run the cycles here or under torchrun."""
     if p.protocol not in protocols.PROTOCOLS:
         raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
+    if p.oracle not in ORACLES:
+        raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
     tracking.setup(p.experiment)
     train = load_split(p.data, "train")
     work = Path(p.work_dir)
@@ -123,6 +138,8 @@ def run_cycles(p: CycleParams) -> str:
             ranking.to_parquet(p.ranking_file)
         if resume_state is not None:
             p.state_file = str(resume_state)
+        if p.oracle == "files":
+            p.labels_file = str(sync_label_store(run_id, work))
         launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
         if launch.needed:
             worker_params = json.dumps(dataclasses.asdict(p))
@@ -132,7 +149,41 @@ def run_cycles(p: CycleParams) -> str:
             run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
         else:
             cycle_worker(p)
+    waiting = tracking.waiting_cycle(run_id)
+    if waiting is not None:
+        tracking.set_status(run_id, "SCHEDULED")
+        print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
+              f"annotation/cycle_{waiting:03d}/ (images.txt, coco.json, label_studio.json).\n"
+              f"Import them with `alod import-labels {run_id} LABELS`, then continue with the same "
+              f"command plus --resume-run-id {run_id}.", flush=True)
     return run_id
+
+
+def label_store_path(run_id: str, work: Path) -> Path:
+    return work / "runs" / run_id / "labels.json"
+
+
+def sync_label_store(run_id: str, work: Path) -> Path:
+    """The run's bought labels as a local file: the artifact's, plus anything only here.
+
+    The local copy is written before every upload, so it is never older than the
+    artifact from this machine; labels only in the local copy (an upload that
+    failed) win and are uploaded again.
+    """
+    local = label_store_path(run_id, work)
+    store = annotation.LabelStore()
+    try:
+        remote = tracking.download_run_artifact(run_id, "labels/labels.json", work / "downloads" / run_id)
+        store = annotation.LabelStore.load(remote)
+    except tracking.TrackingError:
+        pass  # nothing imported yet (or only locally)
+    mine = annotation.LabelStore.load(local) if local.is_file() else annotation.LabelStore()
+    unsent = [n for n in mine.frames if n not in store or not annotation.same_labels(mine.frames[n], store.frames[n])]
+    store.frames.update(mine.frames)
+    store.save(local)
+    if unsent:
+        tracking.log_artifact_to(run_id, local, "labels")
+    return local
 
 
 def _resolve_ranking(p: CycleParams, train, work: Path) -> tuple[pd.DataFrame | None, dict]:
@@ -225,6 +276,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     state = LabeledState.load(state_file) if state_file else LabeledState()
     # Keep labels bought in an unfinished cycle (the oracle was paid); drop nothing else.
     state = state.truncated(completed + 1)
+    store = annotation.LabelStore.load(p.labels_file) if p.oracle == "files" and p.labels_file else None
     model, result = None, None
     if completed and (not p.reset or p.protocol == "pool"):
         model = _load_cycle_checkpoint(run_dir, completed, p)
@@ -237,7 +289,8 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     for cycle in range(completed + 1, p.cycles + 1):
         picked = state.selected_in(cycle)
         if not picked:
-            picked, scores = _select(p, cycle, ranking, train, state, model, device)
+            picked, scores = _select(p, cycle, ranking, train, state, model, device,
+                                     store.frames if store is not None else by_name)
             state.add(picked, cycle)
             if main:
                 scorer = model if p.protocol == "pool" and scores is not None else None
@@ -249,12 +302,26 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             tracking.log_artifact(run_dir / f"labeled_cycle_{cycle:03d}.json", "state/cycles")
         maybe_fail("after_select", cycle)
 
+        if store is not None:
+            missing = annotation.missing_labels(store, state.to_dict())
+            if missing:
+                if main:
+                    _request_labels(p, cycle, picked, missing, model, train, run_dir, device)
+                maybe_fail("after_export", cycle)
+                distributed.barrier()
+                return
+            tracking.set_waiting(p.run_id, None)
+            labeled = [store.frames[n] for n in state.labeled()]
+        else:
+            labeled = [by_name[n] for n in state.labeled()]
+
         if model is None or p.reset:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
             model = build_detector(p.arch)
         model.to(device)
-        labeled = [by_name[n] for n in state.labeled()]
-        config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
+        train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
+                                            distributed.get_env().world_size)
+        config = TrainConfig(epochs=train_epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
                              workers=p.workers, device=str(device), clip_grad_norm=10.0)
         # The checkpoint of an interrupted cycle resumes its training where it stopped.
         ckpt = run_dir / f"cycle_{cycle:03d}.pt"
@@ -285,7 +352,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             metrics = {k: epochs[k][last_epoch] for k in LOSS_KEYS if last_epoch in epochs[k]}
             metrics.update({
                 "mAP50": result.mAP50, "mAP50_95": result.mAP50_95,
-                "labeled_images": len(labeled),
+                "labeled_images": len(labeled), "train_epochs": train_epochs,
                 "labeled_boxes": sum(f.num_trainable for f in labeled),
                 "train_seconds": seconds,
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
@@ -302,9 +369,45 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         _register_final(p, run_dir, model, result)
 
 
+def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, train, run_dir: Path,
+                    device) -> None:
+    """Export the batch for annotators (pre-annotated by the latest model) and mark the run waiting."""
+    from alod.engine.infer import predict
+
+    if model is None and cycle > 1:
+        try:
+            model = _load_cycle_checkpoint(run_dir, cycle - 1, p)
+        except (tracking.TrackingError, OSError, ValueError) as e:
+            print(f"no model for pre-annotations ({e}); exporting without them", flush=True)
+    predictions = None
+    if model is not None:
+        by_name = train.by_name()
+        model.to(device).eval()
+        preds = predict(model, DetectionDataset([by_name[n] for n in picked], train.images), device=device,
+                        batch_size=p.eval_batch_size, progress=False)
+        predictions = {f.name: _above(f, p.preannotation_threshold) for f in preds}
+    out = run_dir / "annotation" / f"cycle_{cycle:03d}"
+    annotation.export_batch(picked, train.images, out, predictions=predictions,
+                            url_prefix=p.annotation_url_prefix, model_version=f"{p.run_id}/cycle-{cycle - 1}")
+    tracking.log_artifacts(out, f"annotation/cycle_{cycle:03d}")
+    tracking.set_waiting(p.run_id, cycle)
+    for waiting_cycle, names in sorted(missing.items()):
+        print(f"cycle {waiting_cycle}: {len(names)} selected image(s) need labels", flush=True)
+
+
+def _above(frame, threshold: float):
+    from alod.data.frames import Frame
+
+    keep = frame.scores >= threshold
+    return Frame(name=frame.name, boxes=frame.boxes[keep], labels=frame.labels[keep], scores=frame.scores[keep],
+                 width=frame.width, height=frame.height)
+
+
 def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model,
-            device) -> tuple[list[str], dict[str, float] | None]:
-    """The images to unveil, and the scores they were chosen by (None: a random pick)."""
+            device, labels_of: dict) -> tuple[list[str], dict[str, float] | None]:
+    """The images to unveil, and the scores they were chosen by (None: a random pick).
+
+    `labels_of` maps labeled image names to their labels (ground truth, or the imported ones)."""
     labeled = set(state.labeled())
     if p.protocol == "batches":
         picked = protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
@@ -313,11 +416,10 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     scores = None
     if cycle > 1:
         to_score = frames_to_score(p.sampler, train.frames, labeled)
-        by_name = train.by_name()
         ctx = SamplerContext(seed=p.seed, cycle=cycle, score_threshold=p.score_threshold,
                              names=[f.name for f in to_score], labeled=frozenset(labeled),
                              budget=p.per_cycle, horizon=p.per_cycle,
-                             class_counts=labeled_class_counts([by_name[n] for n in labeled]))
+                             class_counts=labeled_class_counts([labels_of[n] for n in labeled]))
         model.to(device)
         pool_scores = dict(zip(ctx.names, score_pool(p.sampler, model, to_score, train.images, ctx,
                                                      device=device, batch_size=p.eval_batch_size,

@@ -28,6 +28,7 @@ class MainParams:
     fraction: float = 0.7
     pretrain_epochs: int = 50
     epochs: int = 50
+    min_iterations: int = 0
     batch_size: int = 4
     lr: float = 0.02
     protocol: str = "batches"
@@ -71,7 +72,7 @@ def run_main(p: MainParams) -> str:
                 rank_id = _reuse_or_run(p.experiment, "rank", rank.logged_params(),
                                         lambda: _detached(run_rank, rank))
                 cyc = CycleParams(ranking=rank_id, sampler=sampler, protocol=p.protocol, cycles=p.cycles,
-                                  per_cycle=p.per_cycle, epochs=p.epochs, arch=p.arch,
+                                  per_cycle=p.per_cycle, epochs=p.epochs, min_iterations=p.min_iterations, arch=p.arch,
                                   batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset,
                                   nproc=p.nproc, workers=p.workers, **common)
                 cycle_id = _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),

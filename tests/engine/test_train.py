@@ -15,6 +15,7 @@ from alod.engine.train import (
     TrainConfig,
     build_optimizer,
     build_scheduler,
+    epochs_for_min_steps,
     fit,
 )
 from alod.models import build_detector, load_checkpoint
@@ -45,6 +46,16 @@ def test_lr_scaling_and_schedules() -> None:
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.02) and lrs == sorted(lrs, reverse=True)
+
+
+def test_min_steps_add_epochs_only_when_needed() -> None:
+    assert epochs_for_min_steps(3, 0, 10, 4) == 3
+    assert epochs_for_min_steps(3, 30, 10, 4) == 10  # 3 steps an epoch
+    assert epochs_for_min_steps(3, 30, 10, 4, world_size=2) == 15  # 2 steps an epoch on each rank
+    assert epochs_for_min_steps(3, 6, 100, 4) == 3  # 25 steps an epoch already
+    assert epochs_for_min_steps(3, 30, 0, 4) == 3
+    with pytest.raises(ValueError):
+        epochs_for_min_steps(3, -1, 10, 4)
 
 
 def test_fit_stats_checkpoint_and_callback(scenes, tmp_path: Path) -> None:

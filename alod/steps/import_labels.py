@@ -1,0 +1,57 @@
+"""`alod import-labels`: merge labels from annotators into a waiting `files`-oracle cycle run.
+
+Order of writes, so that a kill at any point loses nothing: the merged store is
+written locally (atomically) first, then uploaded to the run's artifacts, then
+an import record is logged. Re-running the same import after a kill finds the
+labels identical, changes nothing and uploads the store again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from alod import annotation, tracking
+from alod.data.pool import LabeledState
+from alod.faults import maybe_fail
+from alod.fileio import write_json_atomic
+from alod.steps.cycle import _resume_state, label_store_path, sync_label_store
+
+
+class ImportLabelsError(ValueError):
+    """The run cannot take labels (wrong run, nothing selected yet)."""
+
+
+def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".alod",
+                  replace: bool = False) -> annotation.ImportReport:
+    tracking.setup_client()
+    run = tracking.get_run(run_id)
+    if run.data.tags.get("alod.step") != "cycle":
+        raise ImportLabelsError(f"run {run_id} is a {run.data.tags.get('alod.step')!r} run, not a cycle run")
+    if run.data.params.get("oracle") != "files":
+        raise ImportLabelsError(
+            f"run {run_id} uses the {run.data.params.get('oracle', 'simulated')!r} oracle: it takes its labels "
+            "from the ground truth; start the cycle with --oracle files to label by hand")
+    work = Path(work_dir)
+    state_file = _resume_state(run_id, work)
+    if state_file is None:
+        raise ImportLabelsError(f"run {run_id} has selected no images yet: nothing to label")
+    requested = LabeledState.load(state_file).to_dict()
+    store = annotation.LabelStore.load(sync_label_store(run_id, work))
+    frames, skipped = annotation.read_labels_file(labels)
+    report = annotation.merge_labels(store, frames, requested, replace=replace, source=str(labels))
+    report.skipped_boxes = skipped
+
+    local = label_store_path(run_id, work)
+    store.save(local)
+    maybe_fail("import_after_local", "import")
+    tracking.log_artifact_to(run_id, local, "labels")
+    maybe_fail("import_after_upload", "import")
+    record = {"source": str(labels), "sha256": hashlib.sha256(Path(labels).read_bytes()).hexdigest()
+              if Path(labels).is_file() else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **report.as_dict()}
+    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
+    path = write_json_atomic(record, local.parent / "imports" / f"import_{stamp}.json", indent=1)
+    tracking.log_artifact_to(run_id, path, "labels/imports")
+    return report

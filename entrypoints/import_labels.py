@@ -1,0 +1,29 @@
+"""`alod import-labels`: labels from annotators into a run waiting on the files oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from entrypoints.options import friendly_errors
+
+
+@click.command(name="import-labels")
+@click.argument("run_id")
+@click.argument("labels", type=click.Path(exists=True, path_type=Path))
+@click.option("--replace", type=click.BOOL, default=False, show_default=True,
+              help="Overwrite images imported earlier with different labels (otherwise: refused, nothing merged).")
+@click.option("--work-dir", default=".alod", show_default=True, help="Where the run keeps its local state.")
+@friendly_errors
+def import_labels(run_id: str, labels: Path, replace: bool, work_dir: str) -> None:
+    """Merge LABELS (BDD100K, Scalabel or COCO JSON) into cycle run RUN_ID."""
+    from alod.steps.import_labels import import_labels as run_import
+
+    report = run_import(run_id, labels, work_dir=work_dir, replace=replace)
+    click.echo(report.summary())
+    if report.missing:
+        click.echo(f"run {run_id} keeps waiting; import the rest, then resume it.")
+    else:
+        click.echo(f"every selected image has labels: resume the run with the cycle command plus "
+                   f"--resume-run-id {run_id}")
