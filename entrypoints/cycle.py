@@ -17,6 +17,9 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--protocol", type=click.Choice(["batches", "pool"]), default="batches", show_default=True)
 @click.option("--cycles", type=int, default=13, show_default=True)
 @click.option("--per-cycle", type=int, default=1000, show_default=True, help="Images unveiled per cycle.")
+@click.option("--budget-boxes", type=int, default=0, show_default=True,
+              help="Count the budget in boxes: each cycle labels images in selection order until this many "
+                   "boxes (at most --per-cycle images); 0: count in images.")
 @common_train_options
 @click.option("--min-iterations", type=int, default=0, show_default=True,
               help="At least this many SGD steps per cycle: small labeled sets train more epochs (0: just --epochs).")

@@ -298,6 +298,32 @@ def test_pool_protocol_rescores_with_current_model(pipeline, store, tmp_path):
     assert sorted(tracking_metric(children["2"], "loss")) == [1, 2]
 
 
+def test_budget_in_boxes(pipeline, store, tmp_path):
+    """--budget-boxes: each cycle takes images in selection order until the boxes are spent."""
+    from alod.data.bdd100k import load_labels, split_paths
+    from entrypoints.cli import cli
+
+    result = CliRunner().invoke(cli, [
+        "cycle", "--data", str(store / "data"), "--ranking", pipeline["rank"], "--cycles", "2",
+        "--per-cycle", "12", "--budget-boxes", "15", "--epochs", "1", "--arch", "tiny", "--workers", "0",
+        "--register", "false", "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
+    assert result.exit_code == 0, result.output
+    run_id = re.findall(r"cycle run ([0-9a-f]+)", result.output)[-1]
+    state = _labeled_state(run_id, tmp_path / "s")
+    boxes = {f.name: f.num_trainable for f in load_labels(split_paths(store / "data", "train")[0])[0]}
+    ranking = _ranking(pipeline["rank"], tmp_path / "r")
+    batch2 = ranking[ranking["batch"] == 2].sort_values("rank")["image"].tolist()
+    for cycle in (1, 2):
+        picked = [n for n, c in state.items() if c == cycle]
+        spent = sum(boxes[n] for n in picked)
+        assert 1 <= len(picked) <= 12 and (spent <= 15 or len(picked) == 1), (cycle, spent)
+    picked2 = [n for n, c in state.items() if c == 2]
+    assert picked2 == batch2[:len(picked2)]  # the top of batch 2, in rank order
+    next_cost = boxes[batch2[len(picked2)]] if len(picked2) < 12 else 0
+    assert len(picked2) == 12 or sum(boxes[n] for n in picked2) + next_cost > 15  # stopped at the budget
+    assert tracking_metric(run_id, "labeled_boxes")[2] == sum(boxes[n] for n in state)
+
+
 def tracking_metric(run_id: str, key: str) -> dict:
     return {m.step: m.value for m in client().get_metric_history(run_id, key)}
 

@@ -60,19 +60,39 @@ def random_pick(candidates: Sequence[str], k: int, *, seed: int, cycle: int) -> 
     return [candidates[i] for i in sorted(picked)]
 
 
-def select_from_batches(
-    ranking: pd.DataFrame, cycle: int, k: int, *, seed: int, labeled: set[str] | frozenset[str]
-) -> list[str]:
-    """The study's protocol: cycle 1 -> k random from batch 1; cycle n -> top k of batch n."""
+def random_order(candidates: Sequence[str], *, seed: int, cycle: int) -> list[str]:
+    """All candidates in a random order, reproducible for (seed, cycle): budgets in boxes walk it."""
+    candidates = sorted(candidates)
+    rng = np.random.default_rng([seed, cycle, 104729])
+    return [candidates[i] for i in rng.permutation(len(candidates))]
+
+
+def _unlabeled_batch(ranking: pd.DataFrame, cycle: int, labeled) -> pd.DataFrame:
     in_batch = ranking[(ranking["batch"] == cycle) & ~ranking["image"].isin(labeled)]
     if in_batch.empty:
         raise ValueError(
             f"cycle {cycle}: batch {cycle} of the ranking is empty or fully labeled "
             f"(the ranking has {int(ranking['batch'].max())} batch(es))"
         )
+    return in_batch
+
+
+def select_from_batches(
+    ranking: pd.DataFrame, cycle: int, k: int, *, seed: int, labeled: set[str] | frozenset[str]
+) -> list[str]:
+    """The study's protocol: cycle 1 -> k random from batch 1; cycle n -> top k of batch n."""
+    in_batch = _unlabeled_batch(ranking, cycle, labeled)
     if cycle == 1:
         return random_pick(in_batch["image"].tolist(), k, seed=seed, cycle=cycle)
     return in_batch.sort_values("rank", kind="mergesort")["image"].head(k).tolist()
+
+
+def order_from_batches(ranking: pd.DataFrame, cycle: int, *, seed: int, labeled) -> list[str]:
+    """Every unlabeled image of batch `cycle` in the order the protocol takes them."""
+    in_batch = _unlabeled_batch(ranking, cycle, labeled)
+    if cycle == 1:
+        return random_order(in_batch["image"].tolist(), seed=seed, cycle=cycle)
+    return in_batch.sort_values("rank", kind="mergesort")["image"].tolist()
 
 
 def select_from_pool(
@@ -90,12 +110,23 @@ def select_from_pool(
         raise ValueError(f"cycle {cycle}: the pool is fully labeled")
     if cycle == 1 or scores is None:
         return random_pick(unlabeled, k, seed=seed, cycle=cycle)
+    return order_from_pool(names, scores, cycle, seed=seed, labeled=labeled)[:k]
+
+
+def order_from_pool(names: Sequence[str], scores: Sequence[float] | None, cycle: int, *, seed: int,
+                    labeled) -> list[str]:
+    """Every unlabeled pool image in the order the protocol takes them (random without scores)."""
+    unlabeled = [n for n in names if n not in labeled]
+    if not unlabeled:
+        raise ValueError(f"cycle {cycle}: the pool is fully labeled")
+    if cycle == 1 or scores is None:
+        return random_order(unlabeled, seed=seed, cycle=cycle)
     if len(scores) != len(names):
         raise ValueError(f"{len(scores)} scores for {len(names)} pool images")
     table = pd.DataFrame({"image": list(names), "score": np.asarray(scores, dtype=np.float64)})
     table = table[~table["image"].isin(labeled)]
     table = table.sort_values(["score", "image"], ascending=[False, True], kind="mergesort")
-    return table["image"].head(k).tolist()
+    return table["image"].tolist()
 
 
 def select_by_box_budget(

@@ -61,6 +61,7 @@ class CycleParams:
     protocol: str = "batches"
     cycles: int = 13
     per_cycle: int = 1000
+    budget_boxes: int = 0  # > 0: each cycle labels images in selection order until this many boxes (at most per_cycle images)
     epochs: int = 50
     min_iterations: int = 0  # per cycle: more epochs when `epochs` gives fewer SGD steps
     arch: str = "fasterrcnn_resnet50_fpn"
@@ -108,6 +109,11 @@ def run_cycles(p: CycleParams) -> str:
         raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
     if p.oracle not in ORACLES:
         raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
+    if p.budget_boxes < 0:
+        raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
+    if p.budget_boxes and p.oracle == "files":
+        raise CycleInputError("budget_boxes needs the box count of an image before it is labeled: "
+                              "use it with the simulated oracle, or budget in images (per_cycle) with files")
     tracking.setup(p.experiment)
     train = load_split(p.data, "train")
     work = Path(p.work_dir)
@@ -410,7 +416,11 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     `labels_of` maps labeled image names to their labels (ground truth, or the imported ones)."""
     labeled = set(state.labeled())
     if p.protocol == "batches":
-        picked = protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+        if p.budget_boxes:
+            order = protocols.order_from_batches(ranking, cycle, seed=p.seed, labeled=labeled)
+            picked = _within_box_budget(p, order, labels_of)
+        else:
+            picked = protocols.select_from_batches(ranking, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
         return picked, (None if cycle == 1 else dict(zip(ranking["image"], ranking["score"].astype(float))))
     names = [f.name for f in train.frames]
     scores = None
@@ -428,8 +438,18 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
         if distributed.is_main_process():
             tracking.log_dict({n: v for n, v in pool_scores.items() if n not in labeled},
                               f"scores/cycle_{cycle:03d}.json")
-    picked = protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
+    if p.budget_boxes:
+        order = protocols.order_from_pool(names, scores, cycle, seed=p.seed, labeled=labeled)
+        picked = _within_box_budget(p, order, labels_of)
+    else:
+        picked = protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
     return picked, (pool_scores if scores is not None else None)
+
+
+def _within_box_budget(p: CycleParams, order: list[str], labels_of) -> list[str]:
+    """Images in selection order until `budget_boxes` boxes: the simulated annotator is paid per box."""
+    head = order[: p.per_cycle]
+    return protocols.select_by_box_budget(head, {n: labels_of[n].num_trainable for n in head}, p.budget_boxes)
 
 
 def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: LabeledState, model, device) -> None:

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from alod.active.protocol import (make_ranking, random_pick, select_from_batches, select_from_pool,
-                                  validate_ranking)
+from alod.active.protocol import (make_ranking, order_from_batches, order_from_pool, random_order, random_pick,
+                                  select_from_batches, select_from_pool, validate_ranking)
 
 
 def test_ranking_sorted_and_cut_into_batches():
@@ -42,6 +42,24 @@ def test_pool_protocol_excludes_labeled_and_takes_top():
     assert len(picked) == 2
     top = select_from_pool(names, [5, 4, 3, 2, 1], 2, 2, seed=1, labeled={"a"})
     assert top == ["b", "c"]
+
+
+def test_orders_for_box_budgets_cover_every_unlabeled_image_once():
+    ranking = make_ranking([f"im{i:02d}" for i in range(20)], list(range(20)), batches=4, batch_images=5)
+    batch1 = ranking[ranking["batch"] == 1]["image"].tolist()
+    first = order_from_batches(ranking, 1, seed=3, labeled={batch1[0]})
+    assert sorted(first) == sorted(batch1[1:])
+    assert first == order_from_batches(ranking, 1, seed=3, labeled={batch1[0]})
+    assert {tuple(random_order(batch1, seed=s, cycle=1)) for s in range(6)} != {tuple(batch1)}  # shuffled
+    second = order_from_batches(ranking, 2, seed=3, labeled=set())
+    assert second == ranking[ranking["batch"] == 2].sort_values("rank")["image"].tolist()
+    # the image-count selection is the first k of the same order
+    assert select_from_batches(ranking, 2, 3, seed=3, labeled=set()) == second[:3]
+    names = ["a", "b", "c", "d"]
+    assert order_from_pool(names, [1, 4, 3, 2], 2, seed=0, labeled={"b"}) == ["c", "d", "a"]
+    assert sorted(order_from_pool(names, None, 1, seed=0, labeled=set())) == names
+    with pytest.raises(ValueError, match="fully labeled"):
+        order_from_pool(names, None, 2, seed=0, labeled=set(names))
 
 
 def test_random_pick_depends_on_seed_only():
