@@ -354,6 +354,10 @@ def get_run(run_id: str) -> Any:
         raise TrackingError(f"run {run_id!r} not found at {tracking_uri()}: {e.message}") from None
 
 
+def experiment_name(experiment_id: str) -> str:
+    return _retry(MlflowClient().get_experiment, experiment_id).name
+
+
 def find_child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str | None:
     """The newest nested run of `parent_run_id` carrying these tags, or None."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from entrypoints.options import (common_train_options, data_option, experiment_option,
                                  friendly_errors, none_if_empty, seed_option)
@@ -50,7 +51,12 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @friendly_errors
 def cycle(**kwargs):
     """Run active-learning cycles on a ranking (or the whole pool)."""
-    from alod.steps.cycle import CycleParams, run_cycles
+    from alod.steps.cycle import CycleParams, run_cycles, with_logged_params
 
+    if kwargs["resume_run_id"]:
+        ctx = click.get_current_context()
+        explicit = {name for name in kwargs
+                    if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        kwargs = with_logged_params(kwargs, explicit)
     run_id = run_cycles(CycleParams(**kwargs))
     click.echo(f"cycle run {run_id}")

@@ -25,5 +25,6 @@ def import_labels(run_id: str, labels: Path, replace: bool, work_dir: str) -> No
     if report.missing:
         click.echo(f"run {run_id} keeps waiting; import the rest, then resume it.")
     else:
-        click.echo(f"every selected image has labels: resume the run with the cycle command plus "
-                   f"--resume-run-id {run_id}")
+        where = "" if work_dir == ".alod" else f" --work-dir {work_dir}"
+        click.echo(f"every selected image has labels: resume the run with "
+                   f"`alod cycle --resume-run-id {run_id}{where}`")

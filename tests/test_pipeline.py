@@ -488,7 +488,8 @@ def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_pat
                            "batch2.json")
     assert result.exit_code == 0, result.output
 
-    cli_ok(cycle_args + ["--resume-run-id", run_id])
+    # the run's own parameters are reused: no need to repeat the command line
+    cli_ok(["cycle", "--resume-run-id", run_id, "--work-dir", str(work)])
     run = client().get_run(run_id)
     assert run.info.status == "FINISHED" and "alod.waiting_for_labels" not in run.data.tags
     assert sorted(tracking_metric(run_id, "mAP50")) == [1, 2]
