@@ -377,6 +377,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end)
             preds = predict_all(model, val.frames, val.images, device=device,
                                 batch_size=p.eval_batch_size, workers=p.workers)
+            maybe_fail("evaluate", cycle)  # trained, predicted, not yet scored or logged
             if main:
                 result = evaluate(val.frames, preds)
                 tracking.log_artifact(ckpt, "checkpoints")
