@@ -235,6 +235,8 @@ def log_detector(
         python_model=str(PYFUNC_FILE),
         artifacts={"checkpoint": str(checkpoint)},
         pip_requirements=_PYFUNC_REQUIREMENTS,
+        # The pyfunc imports alod: ship it inside the model, so serving needs no alod install.
+        code_paths=[str(Path(__file__).resolve().parent)],
         registered_model_name=registered_name,
     )
     if registered_name is None:

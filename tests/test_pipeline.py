@@ -171,6 +171,9 @@ def test_registered_model_loads_as_torch_and_pyfunc(pipeline, store):
     with torch.inference_mode():
         direct = model([decode_image(str(image)).float() / 255])[0]
     assert len(direct["boxes"]) == len(row["boxes"])
+    # the model carries the alod code its pyfunc imports: serving needs no alod install
+    local = Path(mlflow.artifacts.download_artifacts("models:/alod-detector@champion", dst_path=str(store / "m")))
+    assert (local / "code" / "alod" / "models.py").is_file()
 
 
 def test_predict_and_models_list_commands(pipeline, store):
