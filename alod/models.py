@@ -286,11 +286,14 @@ def save_checkpoint(
     scaler: Any = None,
     epoch: int,
     config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one checkpoint dict atomically (temp file + os.replace).
 
     The model's own build config (arch, num_classes, overrides) is merged under
-    `config`, so a checkpoint always knows how to rebuild its model."""
+    `config`, so a checkpoint always knows how to rebuild its model. `extra`
+    adds keys (e.g. the mid-epoch state of a preempted run); values must be
+    tensors or plain data so that `weights_only` loading accepts them."""
     path = Path(path)
     bare = unwrap(model)
     cfg = {**getattr(bare, "alod_config", {}), **_plain(dict(config))}
@@ -303,6 +306,7 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": int(epoch),
         "config": cfg,
+        **dict(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

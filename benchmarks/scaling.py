@@ -36,21 +36,12 @@ def study_image_passes() -> tuple[float, float]:
     return pretrain + cycles, STUDY["pool"]
 
 
-def forward_flops(model, size: tuple[int, int]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    image = torch.rand(3, size[1], size[0], device=next(model.parameters()).device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model([image])
-    return float(counter.get_total_flops())
-
-
 def worker(args) -> None:
     """One torchrun process: time a training epoch and a sharded ranking pass."""
     from alod.data.bdd100k import load_labels
     from alod.data.dataset import DetectionDataset
     from alod.engine import distributed
+    from alod.engine.flops import forward_flops, peak_flops
     from alod.engine.train import TrainConfig, fit
     from alod.models import build_detector
     from alod.steps.common import default_device, predict_all
@@ -77,6 +68,7 @@ def worker(args) -> None:
             "rank_images_per_second": len(frames) / rank_seconds,
             "flops_per_image": forward_flops(model, tuple(map(int, args.size.split("x")))),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "peak_flops": peak_flops(device),  # one device's; None on CPU or an unknown GPU
         }))
     distributed.cleanup()
 
@@ -91,7 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="the accelerator's dense bf16 peak (e.g. 989 for an H100 SXM) for utilisation")
+                        help="the accelerator's dense bf16 peak (e.g. 989 for an H100 SXM) for utilisation; "
+                             "default: alod.engine.flops.peak_flops (known GPUs, or ALOD_PEAK_TFLOPS)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -101,6 +94,7 @@ def main(argv=None) -> int:
         return 0
 
     from alod.data.synthetic import write_dataset
+    from alod.engine.flops import mfu
 
     width, height = map(int, args.size.split("x"))
     rows = []
@@ -120,8 +114,11 @@ def main(argv=None) -> int:
     print("| nproc | device | train img/s | rank img/s | GFLOPs/img (fwd) | utilisation | study protocol, hours |")
     print("|---|---|---|---|---|---|---|")
     for nproc, r in rows:
-        achieved = 3 * r["flops_per_image"] * r["train_images_per_second"] / 1e12  # TFLOP/s, fwd+bwd
-        util = f"{100 * achieved / args.peak_tflops:.1f} %" if args.peak_tflops else "n/a (no peak given)"
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else r.get("peak_flops")
+        if peak and "cuda" in str(r["device"]):
+            peak *= nproc  # one GPU per process: images/s are summed over all of them
+        util = mfu(r["train_images_per_second"], r["flops_per_image"], peak)  # fwd+bwd = 3x forward
+        util = f"{100 * util:.1f} %" if util is not None else "n/a (no peak given)"
         hours = (train_images / r["train_images_per_second"] + rank_images / r["rank_images_per_second"]) / 3600
         print(f"| {nproc} | {r['device']} | {r['train_images_per_second']:.1f} | {r['rank_images_per_second']:.1f} "
               f"| {r['flops_per_image'] / 1e9:.1f} | {util} | {hours:,.0f} |")

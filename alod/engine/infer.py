@@ -7,7 +7,9 @@ never resizes; the detector maps its outputs back to the input size).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,6 +20,22 @@ from alod.data.dataset import DetectionDataset, collate_fn
 from alod.data.frames import Frame
 from alod.engine.train import resolve_device
 from alod.models import unwrap
+
+
+@dataclass
+class InferenceStats:
+    """Throughput of a `predict` pass, filled in as it runs.
+
+    `seconds` counts time spent inside predict (reading, the forward pass,
+    copying results to the host), not time the consumer spends between
+    frames, so images_per_second is the model's rate, not the caller's."""
+
+    images: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 def inference_loader(dataset: DetectionDataset, *, device: torch.device, batch_size: int, workers: int,
@@ -37,19 +55,31 @@ def predict(
     batch_size: int = 8,
     workers: int = 0,
     progress: bool = False,
+    stats: InferenceStats | None = None,
 ) -> Iterator[Frame]:
     """Yield Frame(name, boxes, labels, scores, width, height) per dataset image,
-    in dataset order. The dataset should be built with train=False (no flip)."""
+    in dataset order. The dataset should be built with train=False (no flip).
+
+    With `stats`, images and seconds are added to it batch by batch (read it
+    once the generator is exhausted for the pass's images/s)."""
     device = resolve_device(device)
     loader = inference_loader(dataset, device=device, batch_size=batch_size, workers=workers)
     model = unwrap(model).to(device).eval()
     nb = device.type == "cuda"
     with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress, mininterval=2.0) as bar:
-        for images, targets in loader:
+        batches = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            images, targets = batch
             with torch.inference_mode():
                 outputs = model([im.to(device, non_blocking=nb) for im in images])
-            for image, target, out in zip(images, targets, outputs):
-                yield Frame(
+            # The whole batch is copied to the host before the first yield, so the
+            # timing ends here and excludes the consumer's work between frames.
+            frames = [
+                Frame(
                     name=dataset.frames[target["image_id"]].name,
                     boxes=out["boxes"].float().cpu().numpy(),
                     labels=out["labels"].cpu().numpy(),
@@ -57,4 +87,10 @@ def predict(
                     width=int(image.shape[-1]),
                     height=int(image.shape[-2]),
                 )
+                for image, target, out in zip(images, targets, outputs)
+            ]
+            if stats is not None:
+                stats.images += len(frames)
+                stats.seconds += time.perf_counter() - t0
+            yield from frames
             bar.update(len(images))

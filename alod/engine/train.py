@@ -5,15 +5,29 @@ warm-up during epoch 0, a per-epoch main schedule, aspect-ratio grouped
 batches, one checkpoint dict per epoch. Every epoch reseeds from
 (seed, epoch, rank), so resuming from a checkpoint reproduces the uninterrupted
 run exactly (on CPU; GPU kernels may be nondeterministic).
+
+SIGTERM (torchrun, batch schedulers, spot preemption: sent before SIGKILL)
+stops `fit` at the end of the current step on every rank; it writes a
+mid-epoch checkpoint (`step_in_epoch`, RNG states) and raises `Preempted`
+(a SystemExit with status 143). Resuming skips the epoch's finished batches at
+the batch-sampler level (no image is read) and continues exactly where it stopped
+with `workers=0`; with loader workers the images and their order are the same,
+but the random flips of the rest of that one epoch differ (each worker's RNG
+restarts). A checkpoint written at an epoch's end is unchanged.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +36,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm.auto import tqdm
 
 from alod.faults import maybe_fail
 from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_fn
-from alod.engine.distributed import get_env, is_initialized, is_main_process
-from alod.models import load_checkpoint, load_state_strict, save_checkpoint, unwrap
+from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process
+from alod.engine.flops import mfu, model_flops_per_second, peak_flops
+from alod.models import _plain, load_checkpoint, load_state_strict, save_checkpoint, unwrap
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -164,9 +179,16 @@ def train_one_epoch(
     clip_grad_norm: float | None = None,
     amp: bool = False,
     progress: bool = True,
+    start_step: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """One pass over `loader`; returns mean losses (per image, over all ranks),
-    images, seconds, images_per_second. `scheduler_warmup` steps per iteration."""
+    images, seconds, images_per_second. `scheduler_warmup` steps per iteration.
+
+    `start_step`: steps of this epoch done before `loader`'s first batch (a
+    resumed epoch). `should_stop()` is asked after every step and must answer
+    the same on every rank; on True the pass ends there and the stats add
+    "stopped_at" (steps of the epoch done, counting `start_step`)."""
     device = torch.device(device)
     model.train()
     amp = amp and device.type == "cuda"
@@ -180,7 +202,8 @@ def train_one_epoch(
     except TypeError:
         total = None
     bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not (progress and is_main_process()), mininterval=2.0)
-    for step, (images, targets) in enumerate(loader):
+    stopped_at = None
+    for step, (images, targets) in enumerate(loader, start=start_step):
         maybe_fail("train_step", f"{epoch}.{step}")  # fault-injection tests kill a worker mid-epoch
         images, targets = _to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -215,6 +238,10 @@ def train_one_epoch(
                 loss=f"{means[0]:.3f}", cls=f"{means[1]:.3f}", box=f"{means[2]:.3f}",
                 img_s=f"{images_seen / (now - t0):.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
             )
+        # Checked after the step, never inside it: the stop point is a clean state to checkpoint.
+        if should_stop is not None and should_stop():
+            stopped_at = step + 1
+            break
     bar.close()
     counts = torch.tensor([float(images_seen)], device=device, dtype=torch.float64)
     totals = torch.cat([sums, counts])
@@ -228,11 +255,48 @@ def train_one_epoch(
         raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
     stats = {"loss": means[0], **dict(zip(LOSS_KEYS, means[1:]))}
     stats.update(images=images, seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
+    if stopped_at is not None:
+        stats["stopped_at"] = stopped_at
     return stats
 
 
-def make_loader(dataset: Any, config: TrainConfig, generator: torch.Generator) -> DataLoader:
-    """Shuffled (Distributed)Sampler -> aspect-ratio grouped batches."""
+class SkipBatches(Sampler[list[int]]):
+    """A batch sampler without its first `skip` batches, for resuming mid-epoch.
+
+    The inner sampler still draws the epoch's whole shuffle (same generator
+    calls as the uninterrupted epoch), but skipped batches are only index
+    lists: no image is read. `after_skip()` then runs once per pass, before
+    the first remaining batch is loaded (fit restores the RNG states there)."""
+
+    def __init__(self, batches: Sampler[list[int]], skip: int, after_skip: Callable[[], None] | None = None):
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        self.batches = batches
+        self.skip = skip
+        self.after_skip = after_skip
+        self.sampler = getattr(batches, "sampler", None)  # fit calls sampler.set_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        it = iter(self.batches)
+        for _ in itertools.islice(it, self.skip):
+            pass
+        if self.after_skip is not None:
+            self.after_skip()
+        yield from it
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches) - self.skip)  # type: ignore[arg-type]
+
+
+def make_loader(dataset: Any, config: TrainConfig, generator: torch.Generator, *, skip_batches: int = 0,
+                after_skip: Callable[[], None] | None = None) -> DataLoader:
+    """Shuffled (Distributed)Sampler -> aspect-ratio grouped batches.
+
+    `skip_batches` > 0 leaves out the first batches of the pass (see SkipBatches)."""
     if is_initialized():
         sampler: Any = DistributedSampler(dataset, shuffle=True, seed=config.seed)
     else:
@@ -241,6 +305,8 @@ def make_loader(dataset: Any, config: TrainConfig, generator: torch.Generator) -
         batches: Any = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset), config.batch_size)
     else:
         batches = BatchSampler(sampler, config.batch_size, drop_last=False)
+    if skip_batches:
+        batches = SkipBatches(batches, skip_batches, after_skip)
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -262,6 +328,163 @@ def _plain_config(config: TrainConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
 
 
+# --------------------------------------------------------------------------- preemption
+
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143: what a shell reports for a SIGTERM'd process
+
+
+class Preempted(SystemExit):
+    """`fit` stopped on SIGTERM, after writing a checkpoint that resumes it.
+
+    A SystemExit rather than an Exception: `except Exception` handlers let it
+    pass, and left uncaught it ends the process quietly with status 143
+    (128 + SIGTERM), which torchrun and schedulers read as "terminated", so the
+    job is retried and `fit` resumes from `checkpoint`. Catch it to clean up,
+    then re-raise. `step_in_epoch` is 0 when the stop fell between epochs."""
+
+    def __init__(self, message: str, epoch: int, step_in_epoch: int, checkpoint: Path | None = None):
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.message = message
+        self.epoch = epoch
+        self.step_in_epoch = step_in_epoch
+        self.checkpoint = checkpoint
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple:  # picklable (multiprocessing) despite the extra arguments
+        return type(self), (self.message, self.epoch, self.step_in_epoch, self.checkpoint)
+
+
+class _StopRequest:
+    """SIGTERM -> a flag, and one answer for all ranks on whether to stop.
+
+    The handler only sets the flag (no I/O in a signal handler). Per step the
+    ranks OR their flags with a 1-element all_reduce that is read one step
+    later, so the check never waits for the step just queued on a GPU; every
+    rank reads the same reduced value after the same step, so all stop together.
+    """
+
+    def __init__(self, device: torch.device):
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+        self._device = device
+        self._pending: tuple[Any, torch.Tensor, torch.Tensor | None, Any] | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def install(self) -> None:
+        # signal.signal only works in the main thread; elsewhere SIGTERM keeps its handler
+        # (the flag stays False, but the collectives below still run, so ranks stay in step).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            # None: a handler not set from Python, which cannot be put back; the default is closest.
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+    def _flag_device(self) -> torch.device:
+        return self._device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def _read_pending(self) -> bool:
+        if self._pending is None:
+            return False
+        work, flag, host, event = self._pending
+        self._pending = None
+        if event is None:
+            work.wait()
+            return bool(flag.item() > 0)
+        event.synchronize()  # waits for the reduce and the copy, not for later steps' kernels
+        return bool(host.item() > 0)  # type: ignore[union-attr]
+
+    def poll(self) -> bool:
+        """After each step: stop now? (One step late under DDP.)"""
+        if not is_initialized():
+            return self.requested
+        if self._read_pending():
+            return True  # nothing left in flight: the stop path runs other collectives
+        device = self._flag_device()
+        # torch.full launches a fill kernel; torch.tensor([...], device=cuda) would copy from
+        # the host and wait for every queued step.
+        flag = torch.full((1,), float(self.requested), device=device)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        host = event = None
+        if device.type == "cuda":
+            work.wait()  # NCCL: makes the compute stream wait, not the host
+            host = torch.empty(1, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            work = None
+        self._pending = (work, flag, host, event)
+        return False
+
+    def agreed(self) -> bool:
+        """Between epochs (synchronous): has any rank been asked to stop?"""
+        if not is_initialized():
+            return self.requested
+        self._read_pending()  # the last step's reduce; its answer is included below
+        flag = torch.full((1,), float(self.requested), device=self._flag_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global RNG states as tensors and plain data (weights_only loadable)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _save_mid_epoch(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    warmup: Any, epoch: int, step_in_epoch: int, rng: list[dict], epoch_stats: dict,
+                    config: dict[str, Any]) -> Path:
+    """The epoch checkpoint plus what resuming inside an epoch needs.
+
+    step_in_epoch: steps of `epoch` done; rng: each rank's RNG states at the stop;
+    warmup_scheduler: the warm-up's state (epoch 0); epoch_stats: the epoch's stats so far."""
+    return save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                           config=config, extra={
+                               "step_in_epoch": int(step_in_epoch),
+                               "warmup_scheduler": warmup.state_dict() if warmup is not None else None,
+                               "rng": rng,
+                               "epoch_stats": _plain(epoch_stats),
+                           })
+
+
+def _merge_epoch_stats(before: dict, after: dict) -> dict:
+    """Stats of an epoch trained in two parts (before and after a preemption)."""
+    n0, n1 = before["images"], after["images"]
+    n = n0 + n1
+    merged = {k: (before[k] * n0 + after[k] * n1) / max(1, n) for k in ("loss", *LOSS_KEYS)}
+    seconds = before["seconds"] + after["seconds"]  # training time only, not the restart
+    merged.update(images=int(n), seconds=seconds, images_per_second=n / seconds if seconds > 0 else 0.0)
+    return merged
+
+
 def fit(
     model: nn.Module,
     train_dataset: Any,
@@ -271,15 +494,26 @@ def fit(
     resume: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    flops_per_image: float | None = None,
 ) -> list[dict]:
     """Train `model` (in place) for config.epochs; returns this call's per-epoch stats.
 
     With `checkpoint_path`, a checkpoint is written after every epoch (main
     process) and, if `resume` and the file exists, training continues after
-    its epoch. Under an initialized process group the model is wrapped in DDP
-    and the data sharded. `on_epoch_end(epoch, stats)` runs on every rank (so
-    it may run collectives, e.g. sharded evaluation) with the same stats,
-    averaged over ranks; guard logging with `is_main_process()`."""
+    its epoch (or inside it, for a checkpoint written on SIGTERM). Under an
+    initialized process group the model is wrapped in DDP and the data
+    sharded. `on_epoch_end(epoch, stats)` runs on every rank (so it may run
+    collectives, e.g. sharded evaluation) with the same stats, averaged over
+    ranks; guard logging with `is_main_process()`.
+
+    SIGTERM during the call stops every rank after the same step, writes a
+    mid-epoch checkpoint and raises `Preempted` (see the module docstring);
+    the previous SIGTERM handler is back when fit returns or raises.
+
+    `flops_per_image` (forward FLOPs, e.g. from `alod.engine.flops.forward_flops`,
+    counted once by the caller: it costs a forward pass) adds
+    "model_tflops_per_second" (all ranks together, training = 3x forward) and,
+    when the device's peak is known, "mfu" (against the peak x world size)."""
     env = get_env()
     device = resolve_device(config.device)
     if len(train_dataset) == 0:
@@ -290,9 +524,11 @@ def fit(
     if config.amp and not amp:
         warnings.warn("amp requested but the device is not CUDA: training in float32", stacklevel=2)
 
-    optimizer = build_optimizer(bare, config, env.world_size if is_initialized() else 1)
+    world = env.world_size if is_initialized() else 1
+    optimizer = build_optimizer(bare, config, world)
     scheduler = build_scheduler(optimizer, config)
     start_epoch = 0
+    mid_epoch: dict | None = None  # a SIGTERM checkpoint's resume state
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
@@ -310,9 +546,16 @@ def fit(
             for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
                 group["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
         changed = _changed_settings(ckpt["config"].get("train", {}), config)
+        if ckpt.get("step_in_epoch") is not None:
+            mid_epoch = ckpt
+            saved_world = ckpt["config"].get("world_size", 1)
+            if saved_world != env.world_size:
+                changed["world_size"] = (saved_world, env.world_size)  # another split of the epoch's batches
+            start_epoch = int(ckpt["epoch"])
+        else:
+            start_epoch = int(ckpt["epoch"]) + 1
         if changed:
             warnings.warn(f"resuming {ckpt_path} with changed settings {changed}: not an exact resume", stacklevel=2)
-        start_epoch = int(ckpt["epoch"]) + 1
 
     train_model: nn.Module = bare
     if is_initialized():
@@ -321,36 +564,99 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(bare, device_ids=ids)
 
+    peak = peak_flops(device) if flops_per_image else None
     generator = torch.Generator()
     loader = make_loader(train_dataset, config, generator)
+    ckpt_config = {"train": _plain_config(config), "world_size": env.world_size}
     history: list[dict] = []
-    for epoch in range(start_epoch, config.epochs):
-        # Reseed per epoch: flips, shuffles and RPN/ROI sampling depend only on
-        # (seed, epoch, rank), which is what makes resume exact.
-        s = _epoch_seed(config.seed, epoch, env.rank)
-        seed_everything(s)
-        generator.manual_seed(s)
-        index_sampler = loader.batch_sampler.sampler  # type: ignore[union-attr]
-        if hasattr(index_sampler, "set_epoch"):
-            index_sampler.set_epoch(epoch)  # DistributedSampler reshuffles per epoch
-        warmup = None
-        if epoch == 0 and config.warmup_iters > 0:
-            warmup = build_warmup(optimizer, min(config.warmup_iters, len(loader) - 1), config.warmup_factor)
-        stats = train_one_epoch(
-            train_model, optimizer, loader, device, epoch,
-            scheduler_warmup=warmup, clip_grad_norm=config.clip_grad_norm, amp=amp, progress=progress,
-        )
-        stats["epoch"] = epoch
-        stats["lr"] = optimizer.param_groups[0]["lr"]  # at the epoch's last step
-        scheduler.step()
-        history.append(stats)
-        if env.is_main and ckpt_path is not None:
-            save_checkpoint(
-                ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                config={"train": _plain_config(config), "world_size": env.world_size},
+    stop = _StopRequest(device)
+    stop.install()
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if stop.agreed():  # SIGTERM between epochs (setup, on_epoch_end): the last checkpoint stands
+                raise _preempted(epoch, 0, ckpt_path, written=False)
+            # Reseed per epoch: flips, shuffles and RPN/ROI sampling depend only on
+            # (seed, epoch, rank), which is what makes resume exact.
+            s = _epoch_seed(config.seed, epoch, env.rank)
+            seed_everything(s)
+            generator.manual_seed(s)
+            skip = int(mid_epoch["step_in_epoch"]) if mid_epoch is not None and epoch == start_epoch else 0
+            epoch_loader = loader
+            if skip:
+                rng = mid_epoch["rng"]  # type: ignore[index]
+                # The skipped batches' flips and RPN/ROI draws are not replayed: the RNGs are
+                # set to the saved stop point instead, once the shuffle has been drawn.
+                after_skip = functools.partial(_set_rng_state, rng[env.rank], device) if env.rank < len(rng) else None
+                epoch_loader = make_loader(train_dataset, config, generator, skip_batches=skip,
+                                           after_skip=after_skip)
+            index_sampler = epoch_loader.batch_sampler.sampler  # type: ignore[union-attr]
+            if hasattr(index_sampler, "set_epoch"):
+                index_sampler.set_epoch(epoch)  # DistributedSampler reshuffles per epoch
+            warmup = None
+            if epoch == 0 and config.warmup_iters > 0:
+                warmup = build_warmup(optimizer, min(config.warmup_iters, len(loader) - 1), config.warmup_factor)
+                if skip and mid_epoch.get("warmup_scheduler") is not None:  # type: ignore[union-attr]
+                    warmup.load_state_dict(mid_epoch["warmup_scheduler"])  # type: ignore[index]
+                    for group, base in zip(optimizer.param_groups, warmup.base_lrs):
+                        group["lr"] = base * warmup.lr_lambdas[0](warmup.last_epoch)
+            stats = train_one_epoch(
+                train_model, optimizer, epoch_loader, device, epoch,
+                scheduler_warmup=warmup, clip_grad_norm=config.clip_grad_norm, amp=amp, progress=progress,
+                start_step=skip, should_stop=stop.poll,
             )
-        if is_initialized():
-            dist.barrier()  # no rank goes on before the checkpoint exists
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, stats)
+            stopped_at = stats.pop("stopped_at", None)
+            if skip:
+                stats = _merge_epoch_stats(mid_epoch["epoch_stats"], stats)  # type: ignore[index]
+            if stopped_at is not None and stopped_at < len(loader):
+                rng_states = all_gather_object(_rng_state(device))  # each rank resumes its own RNGs
+                if env.is_main and ckpt_path is not None:
+                    _save_mid_epoch(ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
+                                    epoch=epoch, step_in_epoch=stopped_at, rng=rng_states, epoch_stats=stats,
+                                    config=ckpt_config)
+                if is_initialized():
+                    dist.barrier()  # no rank exits before the checkpoint exists
+                raise _preempted(epoch, stopped_at, ckpt_path, written=True, steps=len(loader))
+            stats["epoch"] = epoch
+            stats["lr"] = optimizer.param_groups[0]["lr"]  # at the epoch's last step
+            if flops_per_image:
+                stats["model_tflops_per_second"] = model_flops_per_second(
+                    stats["images_per_second"], flops_per_image) / 1e12
+                # images/s sums every rank, so the peak is every rank's
+                util = mfu(stats["images_per_second"], flops_per_image, peak * world if peak else None)
+                if util is not None:
+                    stats["mfu"] = util
+            scheduler.step()
+            history.append(stats)
+            if env.is_main and ckpt_path is not None:
+                save_checkpoint(ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                                config=ckpt_config)
+            if is_initialized():
+                dist.barrier()  # no rank goes on before the checkpoint exists
+            if stop.agreed():  # SIGTERM in the epoch's last step: its checkpoint is complete
+                raise _preempted(epoch + 1, 0, ckpt_path, written=True)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, stats)
+        if stop.agreed():  # SIGTERM during the last on_epoch_end: training is done, still honour it
+            raise _preempted(config.epochs, 0, ckpt_path, written=True, finished=True)
+    finally:
+        stop.uninstall()
     return history
+
+
+def _preempted(epoch: int, step: int, path: Path | None, *, written: bool, steps: int | None = None,
+               finished: bool = False) -> Preempted:
+    """The Preempted to raise; its message also goes to stderr (rank 0), as SystemExit(143) prints nothing."""
+    if finished:
+        where, saved = f"after its last epoch ({epoch - 1})", f"{path} is complete" if path else "nothing to save"
+    else:
+        where = f"in epoch {epoch} after step {step} of {steps}" if step else f"before epoch {epoch}"
+        if path is None:
+            saved = "no checkpoint_path, so this call's training is lost"
+        elif written:
+            saved = f"checkpoint {path} resumes there"
+        else:
+            saved = f"{path} (if any) holds the last finished epoch"
+    message = f"SIGTERM: training stopped {where}; {saved}"
+    if is_main_process():
+        print(f"alod: {message}", file=sys.stderr, flush=True)
+    return Preempted(message, epoch, step, path)

@@ -10,7 +10,7 @@ import torch
 
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
-from alod.engine.infer import predict
+from alod.engine.infer import InferenceStats, predict
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,16 @@ def test_refuses_training_dataset(model, scenes) -> None:
     frames, root = scenes
     with pytest.raises(ValueError, match="train=False"):
         next(predict(model, DetectionDataset(frames, root, train=True)))
+
+
+def test_stats_count_images_and_time_without_changing_results(model, scenes) -> None:
+    frames, ds = _frames(scenes)
+    stats = InferenceStats()
+    assert stats.images_per_second == 0.0
+    with_stats = list(predict(model, ds, batch_size=4, stats=stats))
+    assert stats.images == len(frames) and stats.seconds > 0
+    assert stats.images_per_second == pytest.approx(len(frames) / stats.seconds)
+    for a, b in zip(with_stats, predict(model, ds, batch_size=4), strict=True):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)

@@ -1,17 +1,31 @@
-"""Training loop: schedules, checkpoints, exact resume, and that it learns."""
+"""Training loop: schedules, checkpoints, exact resume (also after SIGTERM), and that it learns."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+from torch.utils.data import BatchSampler, SequentialSampler
 
 from alod.data.dataset import DetectionDataset
 from alod.engine.train import (
     LOSS_KEYS,
+    PREEMPTED_EXIT_CODE,
     EpochSchedule,
+    Preempted,
+    SkipBatches,
     TrainConfig,
     build_optimizer,
     build_scheduler,
@@ -148,3 +162,188 @@ def test_tiny_detector_overfits(scenes, trained_tiny) -> None:
     preds = list(predict(model, DetectionDataset(frames, root), batch_size=6))
     result = evaluate(frames, preds)
     assert result.mAP50 >= 0.75, result.as_table()
+
+
+# --------------------------------------------------------------------------- SIGTERM / preemption
+
+_PREEMPT_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])  # tests/engine, for make_scenes
+import torch
+from conftest import make_scenes
+
+import alod.engine.train as train
+from alod.data.dataset import DetectionDataset
+from alod.models import build_detector
+
+
+def sigterm_as_first_step_begins(point, where):
+    if point == "train_step" and where == "0.0":
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would; fit stops after this step
+
+
+train.maybe_fail = sigterm_as_first_step_begins
+root = Path(sys.argv[2])
+frames = make_scenes(root)
+torch.manual_seed(0)
+train.fit(build_detector("tiny"), DetectionDataset(frames, root, train=True),
+          train.TrainConfig(**json.loads(sys.argv[4])), checkpoint_path=sys.argv[3], progress=False)
+sys.exit("fit returned despite SIGTERM")
+"""
+
+
+def test_sigterm_writes_mid_epoch_checkpoint_and_resume_is_exact(scenes, tmp_path: Path) -> None:
+    """A SIGTERM'd process exits 143 after one step with a mid-epoch checkpoint;
+    resuming it (another process, another init) equals the uninterrupted run."""
+    frames, root = scenes
+    ds = DetectionDataset(frames, root, train=True)  # 6 images: 3 steps an epoch, warm-up over 2
+    config = _config(epochs=2)
+    script = tmp_path / "preempt.py"
+    script.write_text(_PREEMPT_SCRIPT)
+    ckpt = tmp_path / "b.pth"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(Path(__file__).parent), str(tmp_path / "scenes"), str(ckpt),
+         json.dumps(asdict(config))],
+        check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == PREEMPTED_EXIT_CODE == 143, proc.stderr[-3000:]
+    assert "SIGTERM: training stopped in epoch 0 after step 1 of 3" in proc.stderr
+    c = load_checkpoint(ckpt)
+    assert c["epoch"] == 0 and c["step_in_epoch"] == 1
+    assert c["warmup_scheduler"]["last_epoch"] == 1  # stopped inside the warm-up ramp
+    assert len(c["rng"]) == 1 and c["epoch_stats"]["images"] == 2
+
+    torch.manual_seed(0)
+    straight = build_detector("tiny")
+    expected = fit(straight, ds, config, progress=False)
+
+    torch.manual_seed(123)  # a new process starts from another init: resume must not care
+    resumed = build_detector("tiny")
+    hist = fit(resumed, ds, config, checkpoint_path=ckpt, progress=False)
+    assert [h["epoch"] for h in hist] == [0, 1]
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the interrupted epoch's stats cover both of its parts
+    assert hist[0]["images"] == 6
+    for k in ("loss", *LOSS_KEYS, "lr"):
+        assert hist[0][k] == pytest.approx(expected[0][k], rel=1e-5), k
+    c = load_checkpoint(ckpt)
+    assert c["epoch"] == 1 and "step_in_epoch" not in c  # epoch ends write the usual checkpoint
+
+
+def _sigterm_at(step: str) -> Callable[[str, str], None]:
+    """A train-step hook that sends this process SIGTERM, but only to fit's own handler."""
+
+    def hook(point: str, where: str) -> None:
+        if point == "train_step" and where == step:
+            handler = signal.getsignal(signal.SIGTERM)
+            # never let a missing handler kill the test runner
+            assert type(getattr(handler, "__self__", None)).__name__ == "_StopRequest", handler
+            signal.raise_signal(signal.SIGTERM)
+
+    return hook
+
+
+def test_sigterm_in_last_step_keeps_epoch_checkpoint_and_restores_handler(scenes, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    frames, root = scenes
+    ds = DetectionDataset(frames[:4], root, train=True)  # 2 steps an epoch
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("alod.engine.train.maybe_fail", _sigterm_at("0.1"))
+    ckpt = tmp_path / "c.pth"
+    seen = []
+    with pytest.raises(Preempted) as info:
+        fit(build_detector("tiny"), ds, _config(epochs=2), checkpoint_path=ckpt, progress=False,
+            on_epoch_end=lambda e, s: seen.append(e))
+    assert signal.getsignal(signal.SIGTERM) is previous
+    e = info.value
+    assert isinstance(e, SystemExit) and e.code == 143
+    assert (e.epoch, e.step_in_epoch, e.checkpoint) == (1, 0, ckpt)
+    assert seen == []  # stopping promptly beats the callback (e.g. a long evaluation)
+    c = load_checkpoint(ckpt)
+    assert c["epoch"] == 0 and "step_in_epoch" not in c  # the whole epoch ran: a normal checkpoint
+    monkeypatch.setattr("alod.engine.train.maybe_fail", lambda *a: None)
+    hist = fit(build_detector("tiny"), ds, _config(epochs=2), checkpoint_path=ckpt, progress=False)
+    assert [h["epoch"] for h in hist] == [1]
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_sigterm_without_checkpoint_path_still_stops(scenes, monkeypatch) -> None:
+    frames, root = scenes
+    monkeypatch.setattr("alod.engine.train.maybe_fail", _sigterm_at("0.0"))
+    with pytest.raises(Preempted, match="no checkpoint_path") as info:
+        fit(build_detector("tiny"), DetectionDataset(frames[:4], root, train=True), _config(epochs=1),
+            progress=False)
+    assert (info.value.epoch, info.value.step_in_epoch, info.value.checkpoint) == (0, 1, None)
+    assert pickle.loads(pickle.dumps(info.value)).step_in_epoch == 1  # crosses process boundaries
+
+
+def test_skip_batches_reads_no_skipped_batch() -> None:
+    events: list = []
+    batches = BatchSampler(SequentialSampler(range(10)), 3, drop_last=False)
+    skip = SkipBatches(batches, 2, after_skip=lambda: events.append("after_skip"))
+    assert len(skip) == 2 and skip.sampler is batches.sampler
+    events.extend(skip)
+    assert events == ["after_skip", [6, 7, 8], [9]]
+    assert list(SkipBatches(batches, 0)) == list(batches)
+    assert list(SkipBatches(batches, 9)) == [] and len(SkipBatches(batches, 9)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_preempt_worker(rank: int, world: int, port: int, frames: list, root: str, out: str,
+                        sigterm_rank1_at: str | None) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from alod.engine import distributed, train
+
+    distributed.init_distributed()
+    ds = DetectionDataset(frames * 2, Path(root), train=True)  # 6 images a rank: 3 steps an epoch
+    config = _config(epochs=2, lr=0.04)
+    ckpt = Path(out) / "ckpt.pth"
+    result: dict = {}
+    if sigterm_rank1_at is not None:
+        if rank == 1:
+            train.maybe_fail = _sigterm_at(sigterm_rank1_at)
+        torch.manual_seed(0)
+        try:
+            fit(build_detector("tiny"), ds, config, checkpoint_path=ckpt, progress=False)
+        except Preempted as e:
+            result["stopped"] = (e.epoch, e.step_in_epoch)
+        train.maybe_fail = lambda *a: None
+    torch.manual_seed(7 if sigterm_rank1_at is not None else 0)
+    model = build_detector("tiny")
+    result["epochs"] = [h["epoch"] for h in fit(model, ds, config, checkpoint_path=ckpt, progress=False)]
+    result["state"] = model.state_dict()
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+    distributed.cleanup()
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_ddp_rank_stops_all_at_one_step_and_resumes_exactly(scenes, tmp_path: Path) -> None:
+    frames, root = scenes
+    runs = {"straight": None, "preempted": "0.0"}
+    for name, at in runs.items():
+        (tmp_path / name).mkdir()
+        mp.spawn(_ddp_preempt_worker, args=(2, _free_port(), frames, str(root), str(tmp_path / name), at),
+                 nprocs=2, join=True)
+    ckpt = load_checkpoint(tmp_path / "preempted" / "ckpt.pth")
+    assert ckpt["epoch"] == 1 and "step_in_epoch" not in ckpt  # finished after the resume
+    for rank in (0, 1):
+        straight = torch.load(tmp_path / "straight" / f"rank{rank}.pt")
+        resumed = torch.load(tmp_path / "preempted" / f"rank{rank}.pt")
+        # only rank 1 got SIGTERM (as its first step began); the ranks agree one step late
+        assert resumed["stopped"] == (0, 2)
+        assert straight["epochs"] == [0, 1] and resumed["epochs"] == [0, 1]
+        a, b = straight["state"], resumed["state"]
+        for k in a:
+            assert torch.equal(a[k], b[k]), (rank, k)
