@@ -131,6 +131,9 @@ def run(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except SystemExit as e:  # e.g. alod.engine.train.Preempted (SIGTERM): resumable, not failed
+        status = "KILLED" if e.code not in (0, None) else "FINISHED"
+        raise
     finally:
         _retry(mlflow.end_run, status=status)
 

@@ -65,7 +65,8 @@ TINY = dict(arch="tiny", batch_size=4, workers=0, lr=0.04)
 
 @pytest.fixture(scope="module")
 def pipeline(store):
-    pre_id, _ = mlflow_run(store, "pretrain", fraction=0.5, epochs=2, **TINY)
+    # a made-up 1 TFLOP/s peak: on CPU there is no known peak, and MFU is logged only with one
+    pre_id, _ = mlflow_run(store, "pretrain", env_extra={"ALOD_PEAK_TFLOPS": "1"}, fraction=0.5, epochs=2, **TINY)
     rank_id, _ = mlflow_run(store, "rank", sampler="boxcount", batches=3, batch_images=16, workers=0)
     cycle_id, _ = mlflow_run(store, "cycle", ranking=rank_id, cycles=2, per_cycle=8, epochs=2, **TINY)
     return {"pretrain": pre_id, "rank": rank_id, "cycle": cycle_id}
@@ -84,6 +85,9 @@ def test_pretrain_run_and_registry(pipeline):
     assert run.data.params["arch"] == "tiny" and run.data.params["fraction"] == "0.5"
     assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "loss")) == [1, 2]
     assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "mAP50")) == [1, 2]
+    achieved = tracking_metric(run.info.run_id, "model_tflops_per_second")
+    assert sorted(achieved) == [1, 2] and all(v > 0 for v in achieved.values())
+    assert tracking_metric(run.info.run_id, "mfu") == pytest.approx(achieved)  # over a 1 TFLOP/s peak
     assert [a.path for a in client().list_artifacts(run.info.run_id, "checkpoints")] == [
         "checkpoints/pretrained.pt"]
     champion = client().get_model_version_by_alias("alod-pretrained", "champion")
@@ -106,6 +110,7 @@ def test_rank_loads_from_registry_and_writes_ranking(pipeline, store):
     assert ranking["batch"].value_counts().to_dict() == {1: 16, 2: 16, 3: 16}
     assert ranking["score"].is_monotonic_decreasing
     assert "plots/score_histogram.png" in [a.path for a in client().list_artifacts(run.info.run_id, "plots")]
+    assert run.data.metrics["ranking_model_tflops_per_second"] > 0 and "ranking_mfu" not in run.data.metrics
 
 
 def test_cycle_metrics_children_state_and_registry(pipeline, store):
@@ -126,6 +131,8 @@ def test_cycle_metrics_children_state_and_registry(pipeline, store):
     assert sorted(c.data.tags["alod.cycle"] for c in children) == ["1", "2"]
     for child in children:
         assert sorted(m.step for m in client().get_metric_history(child.info.run_id, "loss")) == [1, 2]
+        assert sorted(tracking_metric(child.info.run_id, "model_tflops_per_second")) == [1, 2]
+        assert "mfu" not in child.data.metrics  # CPU: no known peak, no made-up utilisation
 
     import mlflow
 

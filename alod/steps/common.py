@@ -17,7 +17,13 @@ from alod.data.bdd100k import dataset_digest, load_labels, split_paths
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod.engine import distributed
+from alod.engine.flops import forward_flops, mfu, model_flops_per_second, peak_flops
 from alod.engine.infer import predict
+
+
+# What steps log per epoch: the loss terms (means per image) and how fast it went.
+LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+THROUGHPUT_KEYS = ("images_per_second", "model_tflops_per_second", "mfu")
 
 
 @dataclass
@@ -149,3 +155,37 @@ def run_workers(launch: Launch, module: str, env_extra: dict[str, str]) -> None:
     result = subprocess.run(launch.command(module), env=env)
     if result.returncode != 0:
         raise RuntimeError(f"torchrun workers exited with code {result.returncode}")
+
+
+def flops_per_image(model: torch.nn.Module, frames: Sequence[Frame], images: Path) -> float | None:
+    """Forward FLOPs of `model` on one image of this split's size (the first image's), counted once.
+
+    None (and a note) when counting fails: utilisation is a report, never a reason to stop."""
+    from alod.data.bdd100k import resolve_image_path
+    from alod.data.images import inspect_image
+
+    if not frames:
+        return None
+    try:
+        first = frames[0]
+        if first.width and first.height:
+            size = (int(first.width), int(first.height))
+        else:
+            path = resolve_image_path(images, first.name)
+            size = inspect_image(path.read_bytes(), path)
+        return forward_flops(model, size)
+    except Exception as e:  # noqa: BLE001 - an op the FLOP counter does not know must not stop training
+        print(f"note: FLOPs per image not counted ({type(e).__name__}: {e}); no utilisation logged", flush=True)
+        return None
+
+
+def throughput_metrics(images_per_second: float, flops: float | None, device, *, train: bool,
+                       prefix: str = "") -> dict[str, float]:
+    """Achieved model TFLOP/s and, when the device's peak is known, MFU (over all ranks' devices)."""
+    if not flops:
+        return {}
+    out = {f"{prefix}model_tflops_per_second": model_flops_per_second(images_per_second, flops, train=train) / 1e12}
+    peak = peak_flops(device)
+    if peak is not None:
+        out[f"{prefix}mfu"] = mfu(images_per_second, flops, peak * distributed.world_size(), train=train)
+    return out

@@ -40,6 +40,10 @@ from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
 from alod.steps.common import (
+    LOSS_KEYS,
+    THROUGHPUT_KEYS,
+    flops_per_image,
+    throughput_metrics,
     Launch,
     default_device,
     load_split,
@@ -51,7 +55,6 @@ from alod.steps.common import (
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
 ORACLES = ("simulated", "files")
-LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
 @dataclass
@@ -315,7 +318,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     # Keep labels bought in an unfinished cycle (the oracle was paid); drop nothing else.
     state = state.truncated(completed + 1)
     store = annotation.LabelStore.load(p.labels_file) if p.oracle == "files" and p.labels_file else None
-    model, result = None, None
+    model, result, flops = None, None, None
     if completed and (not p.reset or p.protocol == "pool"):
         model = _load_cycle_checkpoint(run_dir, completed, p)
     # The same val images every cycle, so the UI's image slider shows progress.
@@ -369,12 +372,14 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                           tags={"alod.cycle": cycle, "alod.sampler": p.sampler,
                                 "alod.protocol": p.protocol, "alod.seed": p.seed}) as child_id:
             def on_epoch_end(epoch: int, stats: dict) -> None:
-                tracking.log_metrics({**{k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats},
+                tracking.log_metrics({**{k: stats[k] for k in (*LOSS_KEYS, *THROUGHPUT_KEYS) if k in stats},
                                       "epoch_seconds": stats["seconds"], "epoch_images": stats["images"]},
                                      step=epoch + 1)
 
+            if flops is None:  # the same architecture every cycle: count once per run
+                flops = flops_per_image(model, labeled, train.images) or 0.0
             fit(model, DetectionDataset(labeled, train.images, train=True), config,
-                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end)
+                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end, flops_per_image=flops or None)
             preds = predict_all(model, val.frames, val.images, device=device,
                                 batch_size=p.eval_batch_size, workers=p.workers)
             maybe_fail("evaluate", cycle)  # trained, predicted, not yet scored or logged
@@ -396,6 +401,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 "train_seconds": seconds,
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
             })
+            metrics.update(throughput_metrics(metrics["images_per_second"], flops, device, train=True))
             metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
             pictures_safely(lambda: _log_cycle_pictures(cycle, vis, val, preds, result, labeled, pool_counts))
             tracking.log_metrics(metrics, step=cycle)

@@ -15,14 +15,15 @@ from alod.engine.evaluate import evaluate
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector
 from alod.steps.common import (
+    LOSS_KEYS,
+    THROUGHPUT_KEYS,
+    flops_per_image,
     default_device,
     load_split,
     pictures_safely,
     predict_all,
     subset,
 )
-
-LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
 @dataclass
@@ -68,7 +69,7 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
 
         def on_epoch_end(epoch: int, stats: dict) -> None:
-            metrics = {k: stats[k] for k in (*LOSS_KEYS, "images_per_second") if k in stats}
+            metrics = {k: stats[k] for k in (*LOSS_KEYS, *THROUGHPUT_KEYS) if k in stats}
             if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
                 preds = predict_all(model, val.frames, val.images, device=device,
                                     batch_size=p.eval_batch_size, workers=p.workers)
@@ -82,8 +83,8 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
                 model.train()
             tracking.log_metrics(metrics, step=epoch + 1)
 
-        fit(model, DetectionDataset(frames, train.images, train=True), config,
-            checkpoint_path=ckpt, resume=False, on_epoch_end=on_epoch_end)
+        fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
+            resume=False, on_epoch_end=on_epoch_end, flops_per_image=flops_per_image(model, frames, train.images))
         result = last_eval["result"]
         tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
         tracking.log_artifact(ckpt, "checkpoints")

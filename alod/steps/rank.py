@@ -19,10 +19,12 @@ from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
     default_device,
+    flops_per_image,
     load_split,
     pictures_safely,
     run_workers,
     score_pool,
+    throughput_metrics,
 )
 
 PARAMS_ENV = "ALOD_RANK_PARAMS"
@@ -96,9 +98,13 @@ def run_rank(p: RankParams) -> str:
             out.mkdir(parents=True, exist_ok=True)
             ranking.to_parquet(out / "ranking.parquet", index=False)
             tracking.log_artifact(out / "ranking.parquet", "ranking")
+            per_second = len(names) / max(seconds, 1e-9)
+            # one forward pass per image counted: samplers with several passes (mc_dropout, TTA) use more
+            flops = flops_per_image(model, pool.frames, pool.images) if model is not None else None
             tracking.log_metrics({"pool_images": len(names), "ranking_seconds": seconds,
-                                  "ranking_images_per_second": len(names) / max(seconds, 1e-9),
-                                  "score_mean": float(scores.mean()) if len(scores) else 0.0})
+                                  "ranking_images_per_second": per_second,
+                                  "score_mean": float(scores.mean()) if len(scores) else 0.0,
+                                  **throughput_metrics(per_second, flops, device, train=False, prefix="ranking_")})
             tracking.log_figure(score_histogram(scores, title=f"{p.sampler} scores over the pool"),
                                 "plots/score_histogram.png")
             if model is not None:
