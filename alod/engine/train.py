@@ -63,6 +63,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     clip_grad_norm: float | None = None
     amp: bool = False  # bf16 autocast, CUDA only
+    channels_last: bool = True  # NHWC weights and activations on CUDA (tensor-core friendly convs); ignored on CPU
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     aspect_grouping: bool = True
     workers: int = 4
@@ -521,6 +522,8 @@ def fit(
     seed_everything(config.seed)
     bare = unwrap(model).to(device)
     amp = config.amp and device.type == "cuda"
+    if config.channels_last and device.type == "cuda":
+        bare.to(memory_format=torch.channels_last)
     if config.amp and not amp:
         warnings.warn("amp requested but the device is not CUDA: training in float32", stacklevel=2)
 

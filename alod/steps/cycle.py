@@ -363,7 +363,8 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
                                             distributed.get_env().world_size)
         config = TrainConfig(epochs=train_epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
-                             workers=p.workers, device=str(device), clip_grad_norm=10.0)
+                             workers=p.workers, device=str(device), clip_grad_norm=10.0,
+                             amp=device.type == "cuda")  # bf16 autocast on GPUs
         # The checkpoint of an interrupted cycle resumes its training where it stopped.
         ckpt = run_dir / f"cycle_{cycle:03d}.pt"
         child_id = tracking.find_child_run(p.run_id, {"alod.cycle": cycle}) if main else None

@@ -64,7 +64,8 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         torch.manual_seed(p.seed)
         model = build_detector(p.arch, weights=p.weights).to(device)
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                             workers=p.workers, device=str(device), clip_grad_norm=10.0)
+                             workers=p.workers, device=str(device), clip_grad_norm=10.0,
+                             amp=device.type == "cuda")  # bf16 autocast on GPUs
         last_eval: dict = {}
         vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
 
