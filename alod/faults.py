@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-POINTS = ("after_select", "after_export", "evaluate", "after_train", "after_metrics", "train_step",  # train_step: "epoch.step"
+POINTS = ("select", "after_select", "after_export", "evaluate", "after_train", "after_metrics", "train_step",  # train_step: "epoch.step"
           "import_after_local", "import_after_upload")  # import points: cycle "import"
 
 

@@ -332,6 +332,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         if not picked:
             picked, scores = _select(p, cycle, ranking, train, state, model, device,
                                      store.frames if store is not None else by_name)
+            maybe_fail("select", cycle)  # scored and chosen, not yet recorded
             state.add(picked, cycle)
             if main:
                 scorer = model if p.protocol == "pool" and scores is not None else None
