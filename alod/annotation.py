@@ -15,6 +15,8 @@ labels is a no-op; a partial import is kept and the missing images are listed.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +132,7 @@ class ImportReport:
     added: list[str] = field(default_factory=list)
     identical: list[str] = field(default_factory=list)  # already imported with the same labels
     replaced: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)  # name in the file -> selected image it matched
     missing: dict[int, list[str]] = field(default_factory=dict)  # cycle -> selected images still unlabeled
     skipped_boxes: int = 0  # dropped while loading (zero area, clipped away): counted, never silent
 
@@ -139,6 +142,10 @@ class ImportReport:
             parts.append(f"{len(self.identical)} already imported with identical labels (unchanged)")
         if self.replaced:
             parts.append(f"{len(self.replaced)} replaced")
+        if self.renamed:
+            first = next(iter(self.renamed.items()))
+            parts.append(f"{len(self.renamed)} matched to a selected image by file name "
+                         f"(e.g. {first[0]!r} -> {first[1]!r})")
         if self.skipped_boxes:
             parts.append(f"{self.skipped_boxes} box(es) skipped while loading (see `alod data check`)")
         lines = [", ".join(parts)]
@@ -149,6 +156,7 @@ class ImportReport:
 
     def as_dict(self) -> dict:
         return {"added": self.added, "identical": self.identical, "replaced": self.replaced,
+                "renamed": self.renamed,
                 "missing": {str(k): v for k, v in self.missing.items()}, "skipped_boxes": self.skipped_boxes}
 
 
@@ -183,6 +191,11 @@ def merge_labels(
     labels. The report lists, per cycle, selected images still without labels.
     """
     report = ImportReport()
+    incoming, report.renamed = _match_by_file_name(incoming, requested)
+    duplicated = sorted(n for n, k in Counter(f.name for f in incoming).items() if k > 1)
+    if duplicated:
+        raise LabelImportError(f"{source} labels {len(duplicated)} selected image(s) twice (after matching "
+                               "file names): " + ", ".join(repr(n) for n in duplicated[:10]) + "; nothing was imported")
     unrequested = [f.name for f in incoming if f.name not in requested]
     conflicts = [f.name for f in incoming
                  if f.name in store and not same_labels(store.frames[f.name], f)]
@@ -208,6 +221,22 @@ def merge_labels(
         store.frames[frame.name] = clean
     report.missing = missing_labels(store, requested)
     return report
+
+
+def _match_by_file_name(incoming: Sequence[Frame], requested: Mapping[str, int]) -> tuple[list[Frame], dict]:
+    """Annotation tools often export `images/<name>` or a flattened path: an unselected name whose
+    last path part is the last part of exactly one selected image is that image."""
+    by_base: dict[str, list[str]] = {}
+    for name in requested:
+        by_base.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    out, renamed = [], {}
+    for frame in incoming:
+        candidates = by_base.get(frame.name.rsplit("/", 1)[-1], [])
+        if frame.name not in requested and len(candidates) == 1:
+            renamed[frame.name] = candidates[0]
+            frame = dataclasses.replace(frame, name=candidates[0])
+        out.append(frame)
+    return out, renamed
 
 
 def missing_labels(store: LabelStore, requested: Mapping[str, int]) -> dict[int, list[str]]:

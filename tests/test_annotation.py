@@ -93,6 +93,18 @@ def test_partial_repeated_and_conflicting_imports():
     assert store.frames["a"].boxes.tolist() == [[0, 0, 30, 30]]
 
 
+def test_exported_paths_match_selected_images_by_file_name():
+    requested = {"a.jpg": 1, "sub/b.jpg": 1, "x/c.jpg": 1, "y/c.jpg": 1}
+    store = LabelStore()
+    report = merge_labels(store, [_frame("images/a.jpg"), _frame("export/b.jpg")], requested)
+    assert report.renamed == {"images/a.jpg": "a.jpg", "export/b.jpg": "sub/b.jpg"}
+    assert sorted(store.frames) == ["a.jpg", "sub/b.jpg"] and "matched to a selected image" in report.summary()
+    with pytest.raises(LabelImportError, match="never selected.*'images/c.jpg'"):  # two selected c.jpg: ambiguous
+        merge_labels(store, [_frame("images/c.jpg")], requested)
+    with pytest.raises(LabelImportError, match="twice"):
+        merge_labels(store, [_frame("images/a.jpg"), _frame("a.jpg")], requested)
+
+
 def test_store_round_trips_ignore_regions_and_empty_frames(tmp_path):
     store = LabelStore([_frame("a", [[1, 2, 30, 40], [50, 50, 60, 70]], [3, 3], ignore=[False, True]), _frame("b")])
     back = LabelStore.load(store.save(tmp_path / "labels.json"))
