@@ -105,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "keep the one with the best *val* mAP50 for everything")
     train.add_argument("--warm-start", action="store_true", help="keep the detector between cycles (reset=false)")
     train.add_argument("--arch", default="tiny")
+    train.add_argument("--weights", default=None,
+                       help="local initial weights (e.g. COCO-pretrained) for every cycle and the reference")
     train.add_argument("--batch-size", type=int, default=4)
     train.add_argument("--lr", type=float, default=0.16, help="for a total batch of 16 (scaled: 0.04 at batch 4)")
     train.add_argument("--eval-batch-size", type=int, default=8)
@@ -191,8 +193,8 @@ def test_curve(run_id: str, args, test, work: Path) -> dict[int, float]:
 def full_pool_reference(args, seed: int, epochs: int, data: Path, work: Path, test) -> dict:
     from alod.steps.pretrain import PretrainParams, run_pretrain
 
-    p = PretrainParams(data=str(data), arch=args.arch, fraction=1.0, epochs=epochs, batch_size=args.batch_size,
-                       lr=args.lr, seed=seed, workers=args.workers, eval_batch_size=args.eval_batch_size,
+    p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=1.0, epochs=epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=seed, workers=args.workers, eval_batch_size=args.eval_batch_size,
                        eval_every=epochs, register=False, experiment=args.experiment, work_dir=str(work))
     started = time.perf_counter()
     run_id, reused = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
@@ -227,7 +229,7 @@ def batches_ranking(args, sampler: str, seed: int, data: Path, work: Path, pretr
     from alod.steps.rank import RankParams, run_rank
 
     if seed not in pretrained:
-        p = PretrainParams(data=str(data), arch=args.arch, fraction=args.pretrain_fraction,
+        p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=args.pretrain_fraction,
                            epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                            workers=args.workers, eval_batch_size=args.eval_batch_size,
                            eval_every=args.pretrain_epochs, register=True, experiment=args.experiment,
@@ -247,7 +249,8 @@ def cycle_run(args, sampler: str, seed: int, epochs: int, data: Path, work: Path
 
     p = CycleParams(data=str(data), ranking=ranking, sampler=sampler, protocol=args.protocol, cycles=args.cycles,
                     per_cycle=args.per_cycle, epochs=epochs, min_iterations=args.min_iterations, arch=args.arch,
-                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=not args.warm_start, workers=args.workers,
+                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=not args.warm_start, weights=args.weights,
+                    workers=args.workers,
                     eval_batch_size=args.eval_batch_size, register=False, experiment=args.experiment,
                     work_dir=str(work), extra_tags={"alod.benchmark": "label_efficiency"})
     return _reuse_or_run(args, "cycle", p.logged_params(), lambda: run_cycles(p))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from entrypoints.options import (common_train_options, csv_list, data_option, experiment_option,
-                                 friendly_errors)
+                                 friendly_errors, none_if_empty)
 
 
 @click.command(name="run")
@@ -23,6 +23,8 @@ from entrypoints.options import (common_train_options, csv_list, data_option, ex
 @click.option("--batches", type=int, default=14, show_default=True)
 @click.option("--batch-images", type=int, default=5000, show_default=True)
 @click.option("--reset", type=click.BOOL, default=True, show_default=True)
+@click.option("--weights", default=None, callback=none_if_empty,
+              help="Local initial weights for pretrain and every cycle (default: random init).")
 @click.option("--nproc", type=int, default=1, show_default=True)
 @experiment_option
 @friendly_errors

@@ -203,6 +203,7 @@ def test_predict_and_models_list_commands(pipeline, store):
     (["rank", "--model-uri", "models:/alod-pretrained@nope"], "no such alias"),
     (["cycle", "--cycles", "20", "--per-cycle", "8"], "exceeds the pool"),
     (["cycle", "--cycles", "1", "--per-cycle", "30"], "exceeds the smallest ranking batch"),
+    (["cycle", "--cycles", "1", "--per-cycle", "4", "--weights", "no-such-weights.pt"], "not found"),
 ])
 def test_bad_inputs_fail_before_training(pipeline, store, args, message):
     from entrypoints.cli import cli

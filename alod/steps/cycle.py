@@ -73,6 +73,7 @@ class CycleParams:
     lr: float = 0.02
     seed: int = 0
     reset: bool = True
+    weights: str | None = None  # local weight file every cycle starts from (reset) / cycle 1 starts from
     nproc: int = 1
     nnodes: int = 1
     rdzv_endpoint: str | None = None
@@ -144,6 +145,8 @@ def run_cycles(p: CycleParams) -> str:
         raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
     if p.oracle not in ORACLES:
         raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
+    if p.weights and not Path(p.weights).is_file():
+        raise CycleInputError(f"weights file {p.weights} not found")
     if p.budget_boxes < 0:
         raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
     if p.budget_boxes and p.oracle == "files":
@@ -359,7 +362,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
 
         if model is None or p.reset:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
-            model = build_detector(p.arch)
+            model = build_detector(p.arch, weights=p.weights)
         model.to(device)
         train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
                                             distributed.get_env().world_size)

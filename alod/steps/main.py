@@ -37,6 +37,7 @@ class MainParams:
     batches: int = 14
     batch_images: int = 5000
     reset: bool = True
+    weights: str | None = None  # local initial weights for pretrain and every cycle
     nproc: int = 1
     workers: int = 2
     experiment: str = tracking.DEFAULT_EXPERIMENT
@@ -60,7 +61,7 @@ def run_main(p: MainParams) -> str:
                              if k not in ("experiment", "work_dir")})
         cycle_runs = []
         for seed in p.seeds:
-            pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs,
+            pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs, weights=p.weights,
                                  batch_size=p.batch_size, lr=p.lr, seed=seed, workers=p.workers, **common)
             pre_id = _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
                                    lambda: _detached(run_pretrain, pre)[0])
@@ -73,7 +74,7 @@ def run_main(p: MainParams) -> str:
                                         lambda: _detached(run_rank, rank))
                 cyc = CycleParams(ranking=rank_id, sampler=sampler, protocol=p.protocol, cycles=p.cycles,
                                   per_cycle=p.per_cycle, epochs=p.epochs, min_iterations=p.min_iterations, arch=p.arch,
-                                  batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset,
+                                  batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset, weights=p.weights,
                                   nproc=p.nproc, workers=p.workers, **common)
                 cycle_id = _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
                                          lambda: _detached(run_cycles, cyc))
