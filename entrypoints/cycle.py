@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from click.core import ParameterSource
 
 from entrypoints.options import (common_train_options, data_option, experiment_option,
-                                 friendly_errors, none_if_empty, seed_option)
+                                 friendly_errors, none_if_empty, resumed_params, seed_option)
 
 
 @click.command()
@@ -54,12 +53,7 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @friendly_errors
 def cycle(**kwargs):
     """Run active-learning cycles on a ranking (or the whole pool)."""
-    from alod.steps.cycle import CycleParams, run_cycles, with_logged_params
+    from alod.steps.cycle import CycleParams, run_cycles
 
-    if kwargs["resume_run_id"]:
-        ctx = click.get_current_context()
-        explicit = {name for name in kwargs
-                    if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-        kwargs = with_logged_params(kwargs, explicit)
-    run_id = run_cycles(CycleParams(**kwargs))
+    run_id = run_cycles(CycleParams(**resumed_params(kwargs, CycleParams)))
     click.echo(f"cycle run {run_id}")

@@ -6,6 +6,7 @@ import functools
 import os
 
 import click
+from click.core import ParameterSource
 
 from alod.tracking import DEFAULT_EXPERIMENT
 
@@ -73,3 +74,15 @@ def friendly_errors(f):
                 raise
             raise click.ClickException(f"{type(e).__name__}: {e}") from None
     return wrapper
+
+
+def resumed_params(kwargs: dict, params_cls: type) -> dict:
+    """With --resume-run-id, the run's logged parameters replace every option left at its default."""
+    if not kwargs.get("resume_run_id"):
+        return kwargs
+    from alod.steps.common import with_logged_params
+
+    ctx = click.get_current_context()
+    explicit = {name for name in kwargs
+                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return with_logged_params(kwargs, explicit, params_cls)

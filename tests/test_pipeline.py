@@ -255,6 +255,22 @@ def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, faul
     assert _labeled_state(killed_id, tmp_path / "b") == uninterrupted
 
 
+def test_killed_pretrain_resumes_from_its_last_epoch(store):
+    from entrypoints.cli import cli
+
+    killed_id, proc = mlflow_run(store, "pretrain", env_extra={"ALOD_FAULT": "train_step:1.0"}, check=False,
+                                 fraction=0.5, epochs=2, register="false", **TINY)
+    assert proc.returncode != 0 and "ALOD_FAULT: killing" in proc.stdout + proc.stderr
+    assert sorted(tracking_metric(killed_id, "loss")) == [1]
+    result = CliRunner().invoke(cli, ["pretrain", "--resume-run-id", killed_id, "--work-dir", str(store / "work")])
+    assert result.exit_code == 0, result.output
+    run = client().get_run(killed_id)
+    assert run.info.status == "FINISHED"
+    assert sorted(tracking_metric(killed_id, "loss")) == [1, 2]  # epoch 1 not trained twice
+    assert sorted(tracking_metric(killed_id, "mAP50")) == [1, 2]
+    assert [a.path for a in client().list_artifacts(killed_id, "checkpoints")] == ["checkpoints/pretrained.pt"]
+
+
 def test_torchrun_two_processes_one_run_same_labels(pipeline, store, tmp_path):
     from entrypoints.cli import cli
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,7 @@ from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
+from alod import tracking
 from alod.engine import distributed
 from alod.engine.flops import forward_flops, mfu, model_flops_per_second, peak_flops
 from alod.engine.infer import predict
@@ -189,3 +191,35 @@ def throughput_metrics(images_per_second: float, flops: float | None, device, *,
     if peak is not None:
         out[f"{prefix}mfu"] = mfu(images_per_second, flops, peak * distributed.world_size(), train=train)
     return out
+
+
+def with_logged_params(given: dict, explicit: set[str], params_cls: type) -> dict:
+    """For a resume: the run's logged parameters fill in every value not given explicitly,
+    so `alod cycle|pretrain --resume-run-id RUN` continues the run as it was started."""
+    run = tracking.get_run(given["resume_run_id"])
+    logged = run.data.params
+    hints = typing.get_type_hints(params_cls)
+    out = dict(given)
+    if "experiment" not in explicit:
+        out["experiment"] = tracking.experiment_name(run.info.experiment_id)
+    for name, text in logged.items():
+        if name in out and name not in explicit:
+            out[name] = _from_param(text, hints[name], name)
+    return out
+
+
+def _from_param(text: str, hint, name: str):
+    kinds = set(typing.get_args(hint)) or {hint}
+    # `mlflow run` logs an unset optional MLproject parameter as "" or "''" (alod itself as "None")
+    if text == "None" or (text.strip("'\"") == "" and type(None) in kinds):
+        return None
+    try:
+        if bool in kinds:
+            return text.strip().lower() in ("true", "1", "yes")
+        if int in kinds:
+            return int(float(text))
+        if float in kinds:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"logged parameter {name}={text!r} is not a {hint}") from None
+    return text

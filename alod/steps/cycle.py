@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,37 +102,6 @@ class CycleParams:
 
 class CycleInputError(ValueError):
     """Bad cycle input found before any training starts."""
-
-
-def with_logged_params(given: dict, explicit: set[str]) -> dict:
-    """For a resume: the run's logged parameters fill in every value not given explicitly,
-    so `alod cycle --resume-run-id RUN` continues the run as it was started."""
-    run = tracking.get_run(given["resume_run_id"])
-    logged = run.data.params
-    hints = typing.get_type_hints(CycleParams)
-    out = dict(given)
-    if "experiment" not in explicit:
-        out["experiment"] = tracking.experiment_name(run.info.experiment_id)
-    for name, text in logged.items():
-        if name in out and name not in explicit:
-            out[name] = _from_param(text, hints[name], name)
-    return out
-
-
-def _from_param(text: str, hint, name: str):
-    if text == "None":
-        return None
-    kinds = set(typing.get_args(hint)) or {hint}
-    try:
-        if bool in kinds:
-            return text.strip().lower() in ("true", "1", "yes")
-        if int in kinds:
-            return int(float(text))
-        if float in kinds:
-            return float(text)
-    except ValueError:
-        raise CycleInputError(f"logged parameter {name}={text!r} is not a {hint}") from None
-    return text
 
 
 # --- launcher ----------------------------------------------------------------

@@ -42,10 +42,11 @@ class PretrainParams:
     register: bool = True
     experiment: str = tracking.DEFAULT_EXPERIMENT
     work_dir: str = ".alod"
+    resume_run_id: str | None = None  # continue an interrupted pretrain run from its last epoch checkpoint
 
     def logged_params(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("experiment", "work_dir")}
+                if k not in ("experiment", "work_dir", "resume_run_id")}
 
 
 def run_pretrain(p: PretrainParams) -> tuple[str, object]:
@@ -57,10 +58,15 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
     frames = subset(train.frames, p.fraction, p.seed)
     tags = {"alod.seed": p.seed, "alod.dataset": train.digest, "alod.arch": p.arch,
             "alod.code_version": tracking.code_version()}
-    with tracking.run("pretrain", run_name=f"pretrain-{p.arch}-s{p.seed}", tags=tags) as run_id:
+    if p.resume_run_id:
+        tracking.get_run(p.resume_run_id)  # fails clearly when unknown
+    with tracking.run("pretrain", run_name=f"pretrain-{p.arch}-s{p.seed}", tags=tags,
+                      run_id=p.resume_run_id) as run_id:
         tracking.log_params({**p.logged_params(), "train_images": len(frames)})
         run_dir = Path(p.work_dir) / "runs" / run_id
         ckpt = run_dir / "pretrained.pt"
+        if p.resume_run_id and not ckpt.is_file():
+            print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
         torch.manual_seed(p.seed)
         model = build_detector(p.arch, weights=p.weights).to(device)
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
@@ -85,7 +91,11 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
             tracking.log_metrics(metrics, step=epoch + 1)
 
         fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
-            resume=False, on_epoch_end=on_epoch_end, flops_per_image=flops_per_image(model, frames, train.images))
+            resume=bool(p.resume_run_id), on_epoch_end=on_epoch_end,
+            flops_per_image=flops_per_image(model, frames, train.images))
+        if "result" not in last_eval:  # resumed after the last epoch: evaluate what the checkpoint holds
+            last_eval["result"] = evaluate(val.frames, predict_all(model, val.frames, val.images, device=device,
+                                                                   batch_size=p.eval_batch_size, workers=p.workers))
         result = last_eval["result"]
         tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
         tracking.log_artifact(ckpt, "checkpoints")
