@@ -450,6 +450,7 @@ def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_pat
 
     work = store / "work-files"
     cycle_args = ["cycle", "--data", str(store / "data"), "--ranking", pipeline["rank"], "--oracle", "files",
+                  "--preannotation-threshold", "0",
                   "--cycles", "2", "--per-cycle", "4", "--epochs", "1", "--arch", "tiny", "--workers", "0",
                   "--register", "false", "--experiment-name", EXPERIMENT, "--work-dir", str(work)]
 
@@ -476,7 +477,12 @@ def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_pat
                                                         dst_path=str(tmp_path / "a1")))
     batch1 = exported.joinpath("images.txt").read_text().split()
     assert sorted(batch1) == sorted(n for n, c in _labeled_state(run_id, tmp_path / "s1").items() if c == 1)
-    assert len(json.loads(exported.joinpath("label_studio.json").read_text())) == 4
+    tasks = json.loads(exported.joinpath("label_studio.json").read_text())
+    assert len(tasks) == 4
+    # cycle 1 has no model of its own: the registered model that ranked the pool pre-annotates
+    assert any(t.get("predictions") for t in tasks)
+    assert {p["model_version"] for t in tasks for p in t.get("predictions", [])} == {
+        f"models:/alod-pretrained/{client().get_run(pipeline['rank']).data.tags['alod.model_version']}"}
     assert exported.joinpath("coco.json").is_file()
 
     truth = {f.name: f for f in load_labels(split_paths(store / "data", "train")[0])[0]}

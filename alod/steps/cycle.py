@@ -92,10 +92,13 @@ class CycleParams:
     ranking_file: str | None = None
     state_file: str | None = None
     labels_file: str | None = None
+    preannotation_checkpoint: str | None = None  # files oracle: the ranking's model, for cycle 1's pre-annotations
+    preannotation_model: str | None = None
     extra_tags: dict = field(default_factory=dict)
 
     def logged_params(self) -> dict:
-        skip = {"run_id", "ranking_file", "state_file", "labels_file", "resume_run_id", "extra_tags", "work_dir",
+        skip = {"run_id", "ranking_file", "state_file", "labels_file", "resume_run_id",
+                "preannotation_checkpoint", "preannotation_model", "extra_tags", "work_dir",
                 "experiment", "rdzv_endpoint"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
@@ -152,6 +155,9 @@ def run_cycles(p: CycleParams) -> str:
             p.state_file = str(resume_state)
         if p.oracle == "files":
             p.labels_file = str(sync_label_store(run_id, work))
+            if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
+                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                p.preannotation_checkpoint, p.preannotation_model = str(ckpt), ranking_tags["ranking_model"]
         launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
         if launch.needed:
             worker_params = json.dumps(dataclasses.asdict(p))
@@ -221,6 +227,8 @@ def _resolve_ranking(p: CycleParams, train, work: Path) -> tuple[pd.DataFrame | 
         frame = pd.read_parquet(path)
         tags["alod.sampler"] = run.data.tags.get("alod.sampler")
         tags["lineage"] = {"alod.rank_run": p.ranking}
+        if run.data.tags.get("alod.model_name") and run.data.tags.get("alod.model_version"):
+            tags["ranking_model"] = f"models:/{run.data.tags['alod.model_name']}/{run.data.tags['alod.model_version']}"
         source = f"run {p.ranking}"
     frame = protocols.validate_ranking(frame, source)
     pool = {f.name for f in train.frames}
@@ -392,11 +400,16 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
     """Export the batch for annotators (pre-annotated by the latest model) and mark the run waiting."""
     from alod.engine.infer import predict
 
+    from alod.models import detector_from_checkpoint
+
+    version = f"{p.run_id}/cycle-{cycle - 1}"
     if model is None and cycle > 1:
         try:
             model = _load_cycle_checkpoint(run_dir, cycle - 1, p)
         except (tracking.TrackingError, OSError, ValueError) as e:
             print(f"no model for pre-annotations ({e}); exporting without them", flush=True)
+    if model is None and p.preannotation_checkpoint:  # the model that ranked the pool
+        model, version = detector_from_checkpoint(p.preannotation_checkpoint), str(p.preannotation_model)
     predictions = None
     if model is not None:
         by_name = train.by_name()
@@ -406,7 +419,7 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
         predictions = {f.name: _above(f, p.preannotation_threshold) for f in preds}
     out = run_dir / "annotation" / f"cycle_{cycle:03d}"
     annotation.export_batch(picked, train.images, out, predictions=predictions,
-                            url_prefix=p.annotation_url_prefix, model_version=f"{p.run_id}/cycle-{cycle - 1}")
+                            url_prefix=p.annotation_url_prefix, model_version=version)
     tracking.log_artifacts(out, f"annotation/cycle_{cycle:03d}")
     tracking.set_waiting(p.run_id, cycle)
     for waiting_cycle, names in sorted(missing.items()):
