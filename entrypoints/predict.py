@@ -21,7 +21,6 @@ def predict(model_uri, images, out, score_threshold, batch_size):
     """Predict boxes for IMAGES and write them in Scalabel format (BDD100K evaluator input)."""
     from alod import tracking
     from alod.data.bdd100k import save_frames
-    from alod.data.frames import Frame
     from alod.models import detector_from_checkpoint
     from alod.steps.common import default_device
     from alod.steps.predict import predict_files
@@ -31,11 +30,7 @@ def predict(model_uri, images, out, score_threshold, batch_size):
     device = default_device()
     model = detector_from_checkpoint(ckpt).to(device)
     preds = predict_files(model, images, device=device, batch_size=batch_size)
-    kept = []
-    for f in preds:
-        keep = f.scores >= score_threshold
-        kept.append(Frame(f.name, f.boxes[keep], f.labels[keep], scores=f.scores[keep],
-                          width=f.width, height=f.height))
+    kept = [f.scoring_at_least(score_threshold) for f in preds]
     save_frames(kept, Path(out), scores=True)
     click.echo(f"{version.name} v{version.version}: {sum(len(f) for f in kept)} boxes "
                f"in {len(kept)} image(s) -> {out}")

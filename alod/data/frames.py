@@ -91,6 +91,12 @@ class Frame:
         """Boxes that are training targets (ignore regions excluded)."""
         return int((~self.ignore).sum())
 
+    def scoring_at_least(self, threshold: float) -> "Frame":
+        """A plain prediction frame with only the detections scoring >= threshold."""
+        keep = self.scores >= threshold
+        return Frame(name=self.name, boxes=self.boxes[keep], labels=self.labels[keep], scores=self.scores[keep],
+                     width=self.width, height=self.height)
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -92,3 +92,16 @@ def mfu(images_per_second: float, flops_per_image: float, peak: float | None, tr
     if peak is None:
         return None
     return model_flops_per_second(images_per_second, flops_per_image, train) / peak
+
+
+def throughput_stats(images_per_second: float, flops_per_image: float | None, peak: float | None, *,
+                     devices: int = 1, train: bool = True, prefix: str = "") -> dict[str, float]:
+    """`model_tflops_per_second` and, with a per-device `peak`, `mfu` over `devices` devices
+    (the ones whose images `images_per_second` sums); empty without `flops_per_image`."""
+    if not flops_per_image:
+        return {}
+    out = {f"{prefix}model_tflops_per_second": model_flops_per_second(images_per_second, flops_per_image, train) / 1e12}
+    util = mfu(images_per_second, flops_per_image, peak * devices if peak else None, train)
+    if util is not None:
+        out[f"{prefix}mfu"] = util
+    return out

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from alod.faults import maybe_fail
 from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process
-from alod.engine.flops import mfu, model_flops_per_second, peak_flops
+from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import _plain, load_checkpoint, load_state_strict, save_checkpoint, unwrap
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -621,13 +621,8 @@ def fit(
                 raise _preempted(epoch, stopped_at, ckpt_path, written=True, steps=len(loader))
             stats["epoch"] = epoch
             stats["lr"] = optimizer.param_groups[0]["lr"]  # at the epoch's last step
-            if flops_per_image:
-                stats["model_tflops_per_second"] = model_flops_per_second(
-                    stats["images_per_second"], flops_per_image) / 1e12
-                # images/s sums every rank, so the peak is every rank's
-                util = mfu(stats["images_per_second"], flops_per_image, peak * world if peak else None)
-                if util is not None:
-                    stats["mfu"] = util
+            # images/s sums every rank, so the peak is every rank's
+            stats.update(throughput_stats(stats["images_per_second"], flops_per_image, peak, devices=world))
             scheduler.step()
             history.append(stats)
             if env.is_main and ckpt_path is not None:

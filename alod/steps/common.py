@@ -19,7 +19,7 @@ from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod import tracking
 from alod.engine import distributed
-from alod.engine.flops import forward_flops, mfu, model_flops_per_second, peak_flops
+from alod.engine.flops import forward_flops
 from alod.engine.infer import predict
 
 
@@ -179,18 +179,6 @@ def flops_per_image(model: torch.nn.Module, frames: Sequence[Frame], images: Pat
     except Exception as e:  # noqa: BLE001 - an op the FLOP counter does not know must not stop training
         print(f"note: FLOPs per image not counted ({type(e).__name__}: {e}); no utilisation logged", flush=True)
         return None
-
-
-def throughput_metrics(images_per_second: float, flops: float | None, device, *, train: bool,
-                       prefix: str = "") -> dict[str, float]:
-    """Achieved model TFLOP/s and, when the device's peak is known, MFU (over all ranks' devices)."""
-    if not flops:
-        return {}
-    out = {f"{prefix}model_tflops_per_second": model_flops_per_second(images_per_second, flops, train=train) / 1e12}
-    peak = peak_flops(device)
-    if peak is not None:
-        out[f"{prefix}mfu"] = mfu(images_per_second, flops, peak * distributed.world_size(), train=train)
-    return out
 
 
 def with_logged_params(given: dict, explicit: set[str], params_cls: type) -> dict:

@@ -35,6 +35,7 @@ from alod.data.dataset import DetectionDataset
 from alod.data.pool import LabeledState
 from alod.engine import distributed
 from alod.engine.evaluate import evaluate
+from alod.engine.flops import peak_flops, throughput_stats
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
@@ -42,7 +43,6 @@ from alod.steps.common import (
     LOSS_KEYS,
     THROUGHPUT_KEYS,
     flops_per_image,
-    throughput_metrics,
     Launch,
     default_device,
     load_split,
@@ -382,7 +382,8 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 "train_seconds": seconds,
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
             })
-            metrics.update(throughput_metrics(metrics["images_per_second"], flops, device, train=True))
+            metrics.update(throughput_stats(metrics["images_per_second"], flops, peak_flops(device),
+                                            devices=distributed.world_size()))
             metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
             pictures_safely(lambda: _log_cycle_pictures(cycle, vis, val, preds, result, labeled, pool_counts))
             tracking.log_metrics(metrics, step=cycle)
@@ -399,7 +400,6 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
                     device) -> None:
     """Export the batch for annotators (pre-annotated by the latest model) and mark the run waiting."""
     from alod.engine.infer import predict
-
     from alod.models import detector_from_checkpoint
 
     version = f"{p.run_id}/cycle-{cycle - 1}"
@@ -416,7 +416,7 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
         model.to(device).eval()
         preds = predict(model, DetectionDataset([by_name[n] for n in picked], train.images), device=device,
                         batch_size=p.eval_batch_size, progress=False)
-        predictions = {f.name: _above(f, p.preannotation_threshold) for f in preds}
+        predictions = {f.name: f.scoring_at_least(p.preannotation_threshold) for f in preds}
     out = run_dir / "annotation" / f"cycle_{cycle:03d}"
     annotation.export_batch(picked, train.images, out, predictions=predictions,
                             url_prefix=p.annotation_url_prefix, model_version=version)
@@ -424,14 +424,6 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
     tracking.set_waiting(p.run_id, cycle)
     for waiting_cycle, names in sorted(missing.items()):
         print(f"cycle {waiting_cycle}: {len(names)} selected image(s) need labels", flush=True)
-
-
-def _above(frame, threshold: float):
-    from alod.data.frames import Frame
-
-    keep = frame.scores >= threshold
-    return Frame(name=frame.name, boxes=frame.boxes[keep], labels=frame.labels[keep], scores=frame.scores[keep],
-                 width=frame.width, height=frame.height)
 
 
 def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model,

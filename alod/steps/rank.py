@@ -14,6 +14,7 @@ from alod import pictures, tracking
 from alod.active.protocol import make_ranking
 from alod.active.samplers import SamplerContext, get_sampler
 from alod.engine import distributed
+from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import detector_from_checkpoint
 from alod.plots import score_histogram
 from alod.steps.common import (
@@ -24,7 +25,6 @@ from alod.steps.common import (
     pictures_safely,
     run_workers,
     score_pool,
-    throughput_metrics,
 )
 
 PARAMS_ENV = "ALOD_RANK_PARAMS"
@@ -104,7 +104,8 @@ def run_rank(p: RankParams) -> str:
             tracking.log_metrics({"pool_images": len(names), "ranking_seconds": seconds,
                                   "ranking_images_per_second": per_second,
                                   "score_mean": float(scores.mean()) if len(scores) else 0.0,
-                                  **throughput_metrics(per_second, flops, device, train=False, prefix="ranking_")})
+                                  **throughput_stats(per_second, flops, peak_flops(device), train=False,
+                                                     devices=distributed.world_size(), prefix="ranking_")})
             tracking.log_figure(score_histogram(scores, title=f"{p.sampler} scores over the pool"),
                                 "plots/score_histogram.png")
             if model is not None:
