@@ -46,7 +46,9 @@ def frames_to_coco(frames: Iterable[Frame], *, default_size: tuple[int, int] = D
                     "ignore": int(ignore),
                 }
             )
-    return {"type": "instances", "images": images, "annotations": annotations, "categories": coco_categories()}
+    # pycocotools 2.0.10's loadRes copies gt["info"]: without it evaluation raises KeyError
+    return {"info": {"description": "BDD100K detection labels (alod)"}, "licenses": [],
+            "type": "instances", "images": images, "annotations": annotations, "categories": coco_categories()}
 
 
 def predictions_to_coco_results(

@@ -30,6 +30,8 @@ def test_official_categories_and_images():
     ]
     assert coco["annotations"] == []
     assert frames_to_coco([Frame("a.jpg")], default_size=(10, 20))["images"][0]["width"] == 10
+    # COCO's top-level keys; pycocotools 2.0.10's loadRes fails without "info"
+    assert {"info", "licenses", "images", "annotations", "categories"} <= set(coco)
 
 
 def test_bbox_plus_one_by_hand(bdd_fixtures):
