@@ -41,10 +41,11 @@ def worker(args) -> None:
     from alod.data.bdd100k import load_labels
     from alod.data.dataset import DetectionDataset
     from alod.engine import distributed
+    from alod.engine.distributed import default_device
     from alod.engine.flops import forward_flops, peak_flops
+    from alod.engine.infer import predict_all
     from alod.engine.train import TrainConfig, fit
     from alod.models import build_detector
-    from alod.steps.common import default_device, predict_all
 
     distributed.init_distributed()
     device = default_device()
@@ -57,15 +58,20 @@ def worker(args) -> None:
                          device=str(device), amp=device.type == "cuda")
     history = fit(model, DetectionDataset(frames, images, train=True), config, progress=False)
     train = history[-1]  # epoch 2: warm caches, no start-up
-    distributed.barrier()
-    started = time.perf_counter()
-    predict_all(model, frames, images, device=device, batch_size=args.eval_batch_size, workers=args.workers)
-    distributed.barrier()
-    rank_seconds = time.perf_counter() - started
+
+    def rank_seconds() -> float:
+        distributed.barrier()
+        started = time.perf_counter()
+        predict_all(model, frames, images, device=device, batch_size=args.eval_batch_size, workers=args.workers)
+        distributed.barrier()
+        return time.perf_counter() - started
+
+    rank_seconds()  # warm-up: cuDNN autotuning, allocator
+    seconds = rank_seconds()
     if distributed.is_main_process():
         Path(args.result).write_text(json.dumps({
             "train_images_per_second": train["images"] / train["seconds"],
-            "rank_images_per_second": len(frames) / rank_seconds,
+            "rank_images_per_second": len(frames) / seconds,
             "flops_per_image": forward_flops(model, tuple(map(int, args.size.split("x")))),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "peak_flops": peak_flops(device),  # one device's; None on CPU or an unknown GPU
@@ -115,13 +121,13 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for nproc, r in rows:
         peak = args.peak_tflops * 1e12 if args.peak_tflops else r.get("peak_flops")
-        if peak and "cuda" in str(r["device"]):
+        if peak and r["device"] != "cpu":
             peak *= nproc  # one GPU per process: images/s are summed over all of them
         util = mfu(r["train_images_per_second"], r["flops_per_image"], peak)  # fwd+bwd = 3x forward
         util = f"{100 * util:.1f} %" if util is not None else "n/a (no peak given)"
         hours = (train_images / r["train_images_per_second"] + rank_images / r["rank_images_per_second"]) / 3600
         print(f"| {nproc} | {r['device']} | {r['train_images_per_second']:.1f} | {r['rank_images_per_second']:.1f} "
-              f"| {r['flops_per_image'] / 1e9:.1f} | {util} | {hours:,.0f} |")
+              f"| {r['flops_per_image'] / 1e9:.1f} | {util} | {hours:,.1f} |")
     return 0
 
 

@@ -8,10 +8,12 @@ write files meant for people, or talk to MLflow: check `is_main_process()`.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -97,6 +99,27 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def default_device() -> torch.device:
+    """This process's GPU under torchrun (LOCAL_RANK), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def shard(items: Sequence) -> list:
+    """This rank's contiguous shard: no item twice, none dropped, whatever the sizes."""
+    env = DistEnv.from_env()
+    bounds = np.linspace(0, len(items), env.world_size + 1).astype(int)
+    return list(items[bounds[env.rank]:bounds[env.rank + 1]])
+
+
+def gather(mine: list) -> list:
+    """Every rank's shard, concatenated in rank order (so in input order)."""
+    if world_size() == 1:
+        return mine
+    return [x for part in all_gather_object(mine) for x in part]
 
 
 def cleanup() -> None:

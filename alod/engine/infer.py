@@ -8,8 +8,9 @@ never resizes; the detector maps its outputs back to the input size).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from alod.data.dataset import DetectionDataset, collate_fn
 from alod.data.frames import Frame
+from alod.engine import distributed
 from alod.engine.train import resolve_device
 from alod.models import unwrap
 
@@ -61,7 +63,10 @@ def predict(
     in dataset order. The dataset should be built with train=False (no flip).
 
     With `stats`, images and seconds are added to it batch by batch (read it
-    once the generator is exhausted for the pass's images/s)."""
+    once the generator is exhausted for the pass's images/s).
+
+    Inference runs in float32 on every device: on an H100, bf16 autocast ranked
+    R50-FPN 1280x720 images no faster (81 vs 80 img/s) and moved boxes by pixels."""
     device = resolve_device(device)
     loader = inference_loader(dataset, device=device, batch_size=batch_size, workers=workers)
     model = unwrap(model).to(device).eval()
@@ -94,3 +99,11 @@ def predict(
                 stats.seconds += time.perf_counter() - t0
             yield from frames
             bar.update(len(images))
+
+
+def predict_all(model: nn.Module, frames: Sequence[Frame], images: Path, *,
+                device: torch.device, batch_size: int, workers: int) -> list[Frame]:
+    """Plain predictions for every frame, in input order, on every rank (sharded under torchrun)."""
+    dataset = DetectionDataset(distributed.shard(frames), images, train=False)
+    return distributed.gather(list(predict(model, dataset, device=device, batch_size=batch_size, workers=workers,
+                                           progress=distributed.is_main_process())))

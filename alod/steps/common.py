@@ -15,12 +15,12 @@ import torch
 from alod.active.samplers import SamplerContext, get_sampler, score_images
 from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
-from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod import tracking
 from alod.engine import distributed
+from alod.engine.distributed import default_device, gather, shard  # noqa: F401 - steps import them from here
 from alod.engine.flops import forward_flops
-from alod.engine.infer import predict
+from alod.engine.infer import predict_all  # noqa: F401 - steps import it from here
 
 
 # What steps log per epoch: the loss terms (means per image) and how fast it went.
@@ -53,12 +53,6 @@ def load_split(data: str | Path | None, split: str, *, labels: str | Path | None
     return Split(split, frames, Path(labels), Path(images), dataset_digest([Path(labels)]))
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 def subset(frames: Sequence[Frame], fraction: float, seed: int) -> list[Frame]:
     """A seeded fraction of the frames, in their original order."""
     if not 0 < fraction <= 1:
@@ -76,28 +70,6 @@ def pictures_safely(draw) -> None:
         print(f"warning: pictures not logged: {type(e).__name__}: {e}", flush=True)
 
 
-def _shard(items: Sequence) -> list:
-    """This rank's contiguous shard: no item twice, none dropped, whatever the sizes."""
-    env = distributed.DistEnv.from_env()
-    bounds = np.linspace(0, len(items), env.world_size + 1).astype(int)
-    return list(items[bounds[env.rank]:bounds[env.rank + 1]])
-
-
-def _gather(mine: list) -> list:
-    """Every rank's shard, concatenated in rank order (so in input order)."""
-    if distributed.world_size() == 1:
-        return mine
-    return [x for part in distributed.all_gather_object(mine) for x in part]
-
-
-def predict_all(model: torch.nn.Module, frames: Sequence[Frame], images: Path, *,
-                device: torch.device, batch_size: int, workers: int) -> list[Frame]:
-    """Plain predictions for every frame, in input order, on every rank (sharded under torchrun)."""
-    dataset = DetectionDataset(_shard(frames), images, train=False)
-    return _gather(list(predict(model, dataset, device=device, batch_size=batch_size, workers=workers,
-                                progress=distributed.is_main_process())))
-
-
 def score_pool(sampler_name: str, model: torch.nn.Module | None, frames: Sequence[Frame], images: Path,
                ctx: SamplerContext, *, device: torch.device, batch_size: int,
                workers: int) -> np.ndarray:
@@ -108,15 +80,15 @@ def score_pool(sampler_name: str, model: torch.nn.Module | None, frames: Sequenc
     (coreset, hybrid) need every image's features, so detections are gathered.
     """
     sampler = get_sampler(sampler_name)
-    mine = detections_for(sampler, model, _shard(frames), images, device=device, batch_size=batch_size,
+    mine = detections_for(sampler, model, shard(frames), images, device=device, batch_size=batch_size,
                           workers=workers, seed=ctx.seed * 1000 + ctx.cycle,
                           progress=distributed.is_main_process())
     if sampler.set_based:
-        detections = _gather(mine)
+        detections = gather(mine)
         return score_images(sampler_name, detections,
                             dataclasses.replace(ctx, names=[f.name for f in detections]))
     shard_ctx = dataclasses.replace(ctx, names=[f.name for f in mine])
-    return np.asarray(_gather(list(score_images(sampler_name, mine, shard_ctx))), dtype=np.float64)
+    return np.asarray(gather(list(score_images(sampler_name, mine, shard_ctx))), dtype=np.float64)
 
 
 @dataclass
