@@ -154,7 +154,7 @@ def build_detector(
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     model = ARCHITECTURES[name](num_classes, **overrides)
     # Remembered so checkpoints can rebuild the same model.
-    model.alod_config = {"arch": name, "num_classes": int(num_classes), "overrides": _plain(dict(overrides))}
+    model.alod_config = {"arch": name, "num_classes": int(num_classes), "overrides": checkpoint_safe(dict(overrides))}
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -262,14 +262,14 @@ def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _plain(obj: Any) -> Any:
+def checkpoint_safe(obj: Any) -> Any:
     """Config values as types weights_only loading accepts (Paths become str)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): checkpoint_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
+        return type(obj)(checkpoint_safe(v) for v in obj)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -296,7 +296,7 @@ def save_checkpoint(
     tensors or plain data so that `weights_only` loading accepts them."""
     path = Path(path)
     bare = unwrap(model)
-    cfg = {**getattr(bare, "alod_config", {}), **_plain(dict(config))}
+    cfg = {**getattr(bare, "alod_config", {}), **checkpoint_safe(dict(config))}
     if "arch" not in cfg or "num_classes" not in cfg:
         raise ValueError("checkpoint config needs 'arch' and 'num_classes' (build the model with build_detector)")
     ckpt = {

@@ -142,7 +142,7 @@ def run_cycles(p: CycleParams) -> str:
     with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
                       run_id=p.resume_run_id) as run_id:
         if p.resume_run_id:
-            resume_state = _resume_state(run_id, work)
+            resume_state = labeled_state_of_run(run_id, work)
         else:
             tracking.log_params(p.logged_params())
         p.run_id = run_id
@@ -257,7 +257,7 @@ def _check_budget(p: CycleParams, pool_size: int, ranking: pd.DataFrame | None) 
                 f"per_cycle {p.per_cycle} exceeds the smallest ranking batch ({smallest} images)")
 
 
-def _resume_state(run_id: str, work: Path) -> Path | None:
+def labeled_state_of_run(run_id: str, work: Path) -> Path | None:
     """The labeled state of an interrupted run: local copy first, else its artifact."""
     local = work / "runs" / run_id / "labeled.json"
     if local.is_file():

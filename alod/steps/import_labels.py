@@ -16,7 +16,7 @@ from alod import annotation, tracking
 from alod.data.pool import LabeledState
 from alod.faults import maybe_fail
 from alod.fileio import write_json_atomic
-from alod.steps.cycle import _resume_state, label_store_path, sync_label_store
+from alod.steps.cycle import label_store_path, labeled_state_of_run, sync_label_store
 
 
 class ImportLabelsError(ValueError):
@@ -34,7 +34,7 @@ def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".a
             f"run {run_id} uses the {run.data.params.get('oracle', 'simulated')!r} oracle: it takes its labels "
             "from the ground truth; start the cycle with --oracle files to label by hand")
     work = Path(work_dir)
-    state_file = _resume_state(run_id, work)
+    state_file = labeled_state_of_run(run_id, work)
     if state_file is None:
         raise ImportLabelsError(f"run {run_id} has selected no images yet: nothing to label")
     requested = LabeledState.load(state_file).to_dict()
