@@ -64,22 +64,24 @@ class DroppedBoxesWarning(UserWarning):
     """Boxes of a frame left with no area inside its image: dropped from the training target."""
 
 
-def _transforms(train: bool) -> v2.Compose:
-    steps: list[Any] = [v2.RandomHorizontalFlip(0.5)] if train else []
-    steps += [
+def _transforms() -> v2.Compose:
+    return v2.Compose([
         v2.ClampBoundingBoxes(),
         # Boxes left with no area after clamping would crash Faster R-CNN's loss.
         v2.SanitizeBoundingBoxes(min_size=1.0),
         v2.ToDtype(torch.float32, scale=True),
-    ]
-    return v2.Compose(steps)
+    ])
 
 
 class DetectionDataset(Dataset):
     """(image float [3,H,W] in 0..1, target dict) for torchvision detectors.
 
     target: boxes (BoundingBoxes XYXY, exclusive x2/y2), labels int64 (det_20
-    ids), image_id (index into `frames`). Training mode adds a random flip.
+    ids), image_id (index into `frames`). Training mode flips half the images
+    horizontally: drawn from torch's global RNG, or, once `augment_seed` is set
+    (fit sets it every epoch), from (augment_seed, index) alone, so an image's
+    flip does not depend on which loader worker reads it or on how many batches
+    a resumed epoch skips.
     """
 
     def __init__(
@@ -94,7 +96,8 @@ class DetectionDataset(Dataset):
         self.image_root = Path(image_root)
         self.train = train
         self.max_pixels = max_pixels
-        self.transforms = _transforms(train)
+        self.transforms = _transforms()
+        self.augment_seed: int | None = None
         self._sizes: dict[int, tuple[int, int]] = {}
 
     def __len__(self) -> int:
@@ -157,8 +160,16 @@ class DetectionDataset(Dataset):
             "labels": torch.from_numpy(frame.labels[keep]).to(torch.int64),
             "image_id": index,
         }
+        if self.train and self._flips(index):
+            image = v2.functional.horizontal_flip(image)
+            target["boxes"] = v2.functional.horizontal_flip(target["boxes"])
         image, target = self.transforms(image, target)
         return image, target
+
+    def _flips(self, index: int) -> bool:
+        if self.augment_seed is None:
+            return bool(torch.rand(()) < 0.5)
+        return bool(np.random.default_rng((self.augment_seed, index)).random() < 0.5)
 
 
 def _warn_dropped(frame: Frame, keep: np.ndarray, w: int, h: int) -> None:

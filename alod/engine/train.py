@@ -43,7 +43,7 @@ from alod.faults import maybe_fail
 from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_fn
 from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process
 from alod.engine.flops import peak_flops, throughput_stats
-from alod.models import _plain, load_checkpoint, load_state_strict, save_checkpoint, unwrap
+from alod.models import checkpoint_safe, load_checkpoint, load_state_strict, save_checkpoint, unwrap
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -472,7 +472,7 @@ def _save_mid_epoch(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
                                "step_in_epoch": int(step_in_epoch),
                                "warmup_scheduler": warmup.state_dict() if warmup is not None else None,
                                "rng": rng,
-                               "epoch_stats": _plain(epoch_stats),
+                               "epoch_stats": checkpoint_safe(epoch_stats),
                            })
 
 
@@ -583,6 +583,8 @@ def fit(
             s = _epoch_seed(config.seed, epoch, env.rank)
             seed_everything(s)
             generator.manual_seed(s)
+            if hasattr(train_dataset, "augment_seed"):
+                train_dataset.augment_seed = s  # flips per (epoch, image): exact resume with loader workers too
             skip = int(mid_epoch["step_in_epoch"]) if mid_epoch is not None and epoch == start_epoch else 0
             epoch_loader = loader
             if skip:

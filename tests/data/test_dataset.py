@@ -204,3 +204,29 @@ def test_grouped_batches_same_length_on_every_rank() -> None:
 def test_grouped_batches_keep_order_with_one_group() -> None:
     s = GroupedBatchSampler(SequentialSampler(range(7)), [0] * 7, 3)
     assert list(s) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_seeded_flips_depend_on_image_and_seed_only(tmp_path: Path) -> None:
+    """With augment_seed set (fit sets it per epoch), an image's flip is the same
+    whatever was read before it, in whichever process: exact mid-epoch resume needs that."""
+    names = []
+    for i in range(8):
+        name = f"im{i}.png"
+        Image.new("RGB", (40, 20), (0, 0, 0)).save(tmp_path / name)
+        names.append(name)
+    frames = [Frame(name, np.array([[0, 0, 10, 20]], np.float32), [3], width=40, height=20) for name in names]
+    ds = DetectionDataset(frames, tmp_path, train=True)
+    ds.augment_seed = 7
+
+    def flipped(i: int) -> bool:
+        return float(ds[i][1]["boxes"][0, 0]) == 30.0  # x1 of [0, 10) mirrored in a 40-wide image
+
+    forward = [flipped(i) for i in range(8)]
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert [flipped(i) for i in reversed(range(8))] == forward[::-1]
+    assert 0 < sum(forward) < 8  # both outcomes occur
+    patterns = set()
+    for seed in range(10):  # another epoch, other flips
+        ds.augment_seed = seed
+        patterns.add(tuple(flipped(i) for i in range(8)))
+    assert len(patterns) > 5

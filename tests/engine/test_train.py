@@ -195,12 +195,14 @@ sys.exit("fit returned despite SIGTERM")
 """
 
 
-def test_sigterm_writes_mid_epoch_checkpoint_and_resume_is_exact(scenes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_writes_mid_epoch_checkpoint_and_resume_is_exact(scenes, tmp_path: Path, workers: int) -> None:
     """A SIGTERM'd process exits 143 after one step with a mid-epoch checkpoint;
-    resuming it (another process, another init) equals the uninterrupted run."""
+    resuming it (another process, another init) equals the uninterrupted run,
+    also with loader workers (flips depend on the image and epoch, not the worker)."""
     frames, root = scenes
     ds = DetectionDataset(frames, root, train=True)  # 6 images: 3 steps an epoch, warm-up over 2
-    config = _config(epochs=2)
+    config = _config(epochs=2, workers=workers)
     script = tmp_path / "preempt.py"
     script.write_text(_PREEMPT_SCRIPT)
     ckpt = tmp_path / "b.pth"
