@@ -59,6 +59,6 @@ def trained_tiny(scenes) -> tuple[torch.nn.Module, list[dict]]:
     model = build_detector("tiny")
     # repeat the scenes so an epoch is 12 steps and the cosine schedule is smooth
     train = DetectionDataset(frames * 8, root, train=True)
-    config = TrainConfig(epochs=16, batch_size=4, lr=0.16, warmup_iters=12, clip_grad_norm=5.0, workers=0, seed=0)
+    config = TrainConfig(epochs=16, batch_size=4, lr=0.08, warmup_iters=12, clip_grad_norm=5.0, workers=0, seed=0)
     history = fit(model, train, config, progress=False)
     return model.eval(), history

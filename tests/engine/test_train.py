@@ -148,11 +148,11 @@ def test_resume_refuses_other_architecture(scenes, tmp_path: Path) -> None:
 
 
 def test_tiny_detector_overfits(scenes, trained_tiny) -> None:
-    """The whole loop learns: six generated scenes, ~190 SGD steps.
+    """The whole loop learns: six generated scenes, ~190 SGD steps, mAP50 >= 0.9.
 
-    Float reductions differ across CPUs, so the exact run differs by machine: over 6 seeds
-    here this schedule reached 0.82-1.0 mAP50, and CI's CPU got 0.67 from a run that scored
-    0.98 here (9 epochs then). An untrained model scores ~0; 0.6 leaves room for the machine.
+    Float reductions differ across CPUs, so the exact run differs by machine (CI's
+    CPU once got 0.67 where this machine got 0.98, at lr 0.16). At lr 0.08 the
+    schedule is steadier: 8 seeds here, 1 and 2 threads, all reached 0.975-1.0.
     """
     evaluate = pytest.importorskip("alod.engine.evaluate").evaluate
     from alod.engine.infer import predict
@@ -162,7 +162,7 @@ def test_tiny_detector_overfits(scenes, trained_tiny) -> None:
     assert hist[-1]["loss"] < hist[0]["loss"] / 4
     preds = list(predict(model, DetectionDataset(frames, root), batch_size=6))
     result = evaluate(frames, preds)
-    assert result.mAP50 >= 0.6, result.as_table()
+    assert result.mAP50 >= 0.9, result.as_table()
 
 
 # --------------------------------------------------------------------------- SIGTERM / preemption
