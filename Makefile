@@ -18,11 +18,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Test files run in parallel (pytest-xdist, one file per worker at a time so module
+# fixtures are built once), one OpenMP thread per worker: 6.8 instead of 10.6 minutes
+# on 2 cores. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The embedded default: synthetic BDD100K-format scenes, the tiny CPU detector,
 # local SQLite tracking, two samplers compared.
