@@ -77,7 +77,8 @@ def friendly_errors(f):
 
 
 def resumed_params(kwargs: dict, params_cls: type) -> dict:
-    """With --resume-run-id, the run's logged parameters replace every option left at its default."""
+    """With --resume-run-id, the run's logged parameters replace every option left at
+    its default (or given equal to it, as `mlflow run` does); a contradicting choice is an error."""
     if not kwargs.get("resume_run_id"):
         return kwargs
     from alod.steps.common import with_logged_params
@@ -85,4 +86,8 @@ def resumed_params(kwargs: dict, params_cls: type) -> dict:
     ctx = click.get_current_context()
     explicit = {name for name in kwargs
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    return with_logged_params(kwargs, explicit, params_cls)
+    defaults = {}
+    for param in ctx.command.params:
+        default = param.get_default(ctx)
+        defaults[param.name] = param.callback(ctx, param, default) if param.callback else default
+    return with_logged_params(kwargs, explicit, params_cls, defaults)

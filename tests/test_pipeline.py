@@ -242,7 +242,8 @@ def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, faul
     params = dict(ranking=pipeline["rank"], cycles=2, per_cycle=8, epochs=1, register="false", **TINY)
     killed_id, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": fault}, check=False, **params)
     assert proc.returncode != 0 and "ALOD_FAULT: killing" in proc.stdout + proc.stderr
-    mlflow_run(store, "cycle", resume_run_id=killed_id, **params)
+    # only the run id: the MLproject defaults `mlflow run` passes give way to the logged values
+    mlflow_run(store, "cycle", resume_run_id=killed_id)
     for key in ("mAP50", "labeled_images", "loss"):
         steps = [m.step for m in client().get_metric_history(killed_id, key)]
         assert sorted(steps) == [1, 2], (key, steps)
@@ -253,6 +254,16 @@ def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, faul
         assert [m.step for m in client().get_metric_history(child.info.run_id, "loss")] == [1]
     uninterrupted = _labeled_state(pipeline["cycle"], tmp_path / "a")
     assert _labeled_state(killed_id, tmp_path / "b") == uninterrupted
+
+
+def test_resume_refuses_settings_that_contradict_the_run(pipeline, store):
+    from entrypoints.cli import cli
+
+    result = CliRunner().invoke(cli, ["cycle", "--resume-run-id", pipeline["cycle"], "--epochs", "7",
+                                      "--per-cycle", "3", "--work-dir", str(store / "work")])
+    assert result.exit_code == 1, result.output
+    assert "epochs=7 (the run has 2)" in result.output and "per_cycle=3 (the run has 8)" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_killed_pretrain_resumes_from_its_last_epoch(store):

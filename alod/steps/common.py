@@ -153,18 +153,45 @@ def flops_per_image(model: torch.nn.Module, frames: Sequence[Frame], images: Pat
         return None
 
 
-def with_logged_params(given: dict, explicit: set[str], params_cls: type) -> dict:
-    """For a resume: the run's logged parameters fill in every value not given explicitly,
-    so `alod cycle|pretrain --resume-run-id RUN` continues the run as it was started."""
+# Settings of how a run is executed, not of what it computes: a resume may change them.
+RESUME_MAY_CHANGE = frozenset({"data", "nproc", "nnodes", "rdzv_endpoint", "max_restarts", "workers",
+                               "eval_batch_size", "register", "work_dir", "experiment", "annotation_url_prefix"})
+
+
+def with_logged_params(given: dict, explicit: set[str], params_cls: type, defaults: dict | None = None) -> dict:
+    """For a resume: the run's logged parameters fill in every value not chosen,
+    so `alod cycle|pretrain --resume-run-id RUN` continues the run as it was started.
+
+    A value is chosen when it was given explicitly and differs from its default
+    (`defaults`); `mlflow run` passes every MLproject parameter, defaults
+    included, so a value equal to its default counts as not chosen. A chosen
+    value that contradicts the logged one is refused (ValueError) unless it is
+    only about how the run executes (RESUME_MAY_CHANGE): one run must not mix
+    two experiments' settings."""
     run = tracking.get_run(given["resume_run_id"])
     logged = run.data.params
     hints = typing.get_type_hints(params_cls)
+    defaults = defaults or {}
+    chosen = {n for n in explicit if not (n in defaults and given.get(n) == defaults[n])}
     out = dict(given)
-    if "experiment" not in explicit:
+    if "experiment" not in chosen:
         out["experiment"] = tracking.experiment_name(run.info.experiment_id)
-    for name, text in logged.items():
-        if name in out and name not in explicit:
-            out[name] = _from_param(text, hints[name], name)
+    conflicts = []
+    # what defines the run's results; `mlflow run` also logs the rest of the MLproject parameters
+    defining = set(params_cls().logged_params()) - RESUME_MAY_CHANGE
+    for name, text in sorted(logged.items()):
+        if name not in out or name == "resume_run_id":
+            continue
+        value = _from_param(text, hints[name], name)
+        if name not in chosen:
+            out[name] = value
+        elif given[name] != value and name in defining:
+            conflicts.append(f"{name}={given[name]!r} (the run has {value!r})")
+    if conflicts:
+        raise ValueError(
+            f"run {given['resume_run_id']} was started with other settings; resuming it with "
+            f"{', '.join(conflicts)} would mix two experiments in one run. Leave those out to continue "
+            f"the run as it was started, or start a new run.")
     return out
 
 
