@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one run: the CUDA tests, then the scaling table for the
-# tiny detector and for the study's detector at BDD100K's resolution. Needs torch,
+# The checks that need a GPU, in one run: the CUDA tests, the scaling table for the tiny
+# detector and for the study's detector at BDD100K's resolution, and a profile of its training step. Needs torch,
 # torchvision, pycocotools, PIL, tqdm; not MLflow (the engine does not import it).
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]
 set -uo pipefail
@@ -18,4 +18,6 @@ $py benchmarks/scaling.py --nproc 1 --arch tiny --size 320x180 --images 512 --ba
     --eval-batch-size 32 --workers 8 2>&1 | grep -v "^predict" | tee "$out/scaling-tiny.md" || status=1
 $py benchmarks/scaling.py --nproc 1 --arch fasterrcnn_resnet50_fpn --size 1280x720 --images 192 --batch-size 8 \
     --eval-batch-size 16 --workers 8 2>&1 | grep -v "^predict" | tee "$out/scaling-r50.md" || status=1
+$py benchmarks/profile_train_step.py --arch fasterrcnn_resnet50_fpn --size 1280x720 --batch-size 8 2>&1 \
+    | tee "$out/profile-r50.txt" || status=1
 exit $status
