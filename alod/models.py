@@ -32,7 +32,7 @@ from torchvision.models.detection.faster_rcnn import (
     FastRCNNPredictor,
     TwoMLPHead,
 )
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from alod.data.categories import NUM_CLASSES
@@ -145,18 +145,22 @@ def build_detector(
     name: str,
     num_classes: int = DEFAULT_NUM_CLASSES,
     weights: str | Path | None = None,
+    *,
+    finetune: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a detector by name; `weights` is a local file (state dict, torchvision
-    .pth or our checkpoint) loaded strictly. `overrides` go to the builder
-    (FasterRCNN keyword arguments such as min_size, box_score_thresh)."""
+    .pth or our checkpoint) loaded strictly. With `finetune` (training from the
+    weights), a box predictor for another number of classes, e.g. COCO's 91, is
+    left out and trained anew. `overrides` go to the builder (FasterRCNN keyword
+    arguments such as min_size, box_score_thresh)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     model = ARCHITECTURES[name](num_classes, **overrides)
     # Remembered so checkpoints can rebuild the same model.
     model.alod_config = {"arch": name, "num_classes": int(num_classes), "overrides": checkpoint_safe(dict(overrides))}
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, finetune=finetune)
     return model
 
 
@@ -223,16 +227,65 @@ def _list(keys: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
-    """load_state_dict(strict) with errors a person can act on."""
+# torchvision trains from pretrained detection weights with the backbone's BatchNorm
+# frozen and only its last 3 stages trainable (trainable_backbone_layers=3).
+PRETRAINED_TRAINABLE_STAGES = 3
+
+
+def adopt_pretrained_layout(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Make `model` take `state` the way torchvision's pretrained detectors are built.
+
+    Their backbones use FrozenBatchNorm2d (no `num_batches_tracked`) where a model
+    built from scratch has trainable BatchNorm2d: those modules become frozen, and
+    the backbone stages torchvision keeps fixed stop training (resnet: conv1 and
+    layer1; mobilenet: all but the last 3 stages). Returns the swapped module names
+    (none for a state saved from a from-scratch model, which loads as it is)."""
     model = unwrap(model)
+    swapped = []
+    for name, module in list(model.named_modules()):
+        if (isinstance(module, nn.BatchNorm2d) and f"{name}.running_mean" in state
+                and f"{name}.num_batches_tracked" not in state):
+            frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, frozen)
+            swapped.append(name)
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    if swapped and body is not None:
+        for block in _fixed_backbone_blocks(body):
+            block.requires_grad_(False)
+    return swapped
+
+
+def _fixed_backbone_blocks(body: nn.Module) -> list[nn.Module]:
+    children = dict(body.named_children())
+    if "layer4" in children:  # resnet: layer4, layer3, layer2 train
+        trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:PRETRAINED_TRAINABLE_STAGES]
+        return [m for n, m in children.items() if n not in trainable]
+    blocks = list(children.values())  # mobilenet features, as torchvision's _mobilenet_extractor counts stages
+    stages = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
+    return blocks[:stages[len(stages) - PRETRAINED_TRAINABLE_STAGES]]
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights", *,
+                      finetune: bool = False) -> None:
+    """load_state_dict(strict) with errors a person can act on. With `finetune`, a
+    box predictor for another number of classes is left out (the model keeps its
+    own, freshly initialised) and said so."""
+    model = unwrap(model)
+    adopt_pretrained_layout(model, state)
     own = model.state_dict()
     if PREDICTOR_KEY in state and PREDICTOR_KEY in own and state[PREDICTOR_KEY].shape[0] != own[PREDICTOR_KEY].shape[0]:
-        raise CheckpointError(
-            f"{source} has a box predictor for {state[PREDICTOR_KEY].shape[0]} classes (background included), "
-            f"but the model was built with num_classes={own[PREDICTOR_KEY].shape[0]}; "
-            f"build it with num_classes={state[PREDICTOR_KEY].shape[0]} or use matching weights"
-        )
+        if not finetune:
+            raise CheckpointError(
+                f"{source} has a box predictor for {state[PREDICTOR_KEY].shape[0]} classes (background included), "
+                f"but the model was built with num_classes={own[PREDICTOR_KEY].shape[0]}; "
+                f"build it with num_classes={state[PREDICTOR_KEY].shape[0]} or use matching weights"
+            )
+        print(f"{source}: box predictor for {state[PREDICTOR_KEY].shape[0]} classes left out; "
+              f"training a new one for {own[PREDICTOR_KEY].shape[0]} (background included)", flush=True)
+        predictor = PREDICTOR_KEY.rsplit(".", 2)[0] + "."
+        state = {**{k: v for k, v in state.items() if not k.startswith(predictor)},
+                 **{k: v for k, v in own.items() if k.startswith(predictor)}}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(
@@ -252,10 +305,10 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state, strict=True)
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> nn.Module:
+def load_weights(model: nn.Module, weights: str | Path, *, finetune: bool = False) -> nn.Module:
     """Load a local state dict / torchvision .pth / checkpoint dict into `model`."""
     obj = _torch_load(weights)
-    load_state_strict(model, _state_dict_of(obj, str(weights)), source=str(weights))
+    load_state_strict(model, _state_dict_of(obj, str(weights)), source=str(weights), finetune=finetune)
     return model
 
 

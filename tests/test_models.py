@@ -164,3 +164,90 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="junk.pth"):
         load_checkpoint(junk)
+
+
+def _torchvision_pretrained_layout(arch: str, num_classes: int) -> torch.nn.Module:
+    """A detector laid out as torchvision builds it for pretrained weights (COCO's
+    fasterrcnn_*_coco files): FrozenBatchNorm2d in the backbone, early stages fixed."""
+    from torchvision.models import mobilenet_v3_large, resnet50
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    if arch == "fasterrcnn_resnet50_fpn":
+        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+        return FasterRCNN(backbone, num_classes=num_classes)
+    backbone = _mobilenet_extractor(mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d), True, 3)
+    anchors = AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3)  # torchvision's for it
+    return FasterRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchors)
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_coco_pretrained_weights_fine_tune_as_torchvision_does(arch: str, tmp_path: Path) -> None:
+    """The study's start: COCO detection weights (91 classes, frozen BatchNorm) fine-tuned
+    on BDD100K's 10. The predictor is trained anew; the rest loads and trains as in torchvision."""
+    torch.manual_seed(0)
+    coco = _torchvision_pretrained_layout(arch, num_classes=91)
+    path = tmp_path / "coco.pth"
+    torch.save(coco.state_dict(), path)
+
+    with pytest.raises(CheckpointError, match="91 classes"):  # for inference, a 91-class file is wrong
+        build_detector(arch, weights=path)
+    model = build_detector(arch, weights=path, finetune=True)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 11
+    theirs, ours = coco.state_dict(), model.state_dict()
+    assert set(theirs) == set(ours)
+    for key, value in theirs.items():
+        if not key.startswith("roi_heads.box_predictor."):
+            assert torch.equal(value, ours[key]), key
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, p in coco.named_parameters() if not p.requires_grad} != set()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.body.modules())
+
+    # what alod saves after fine-tuning reloads anywhere, in the same layout
+    ckpt = save_checkpoint(tmp_path / "ft.pt", model=model, epoch=0, config={})
+    again = detector_from_checkpoint(ckpt)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_from_scratch_weights_keep_trainable_batchnorm(tmp_path: Path) -> None:
+    """A state saved from a model trained from scratch (BatchNorm2d) is not frozen on load."""
+    source = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn")
+    torch.save(source.state_dict(), tmp_path / "scratch.pth")
+    model = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", weights=tmp_path / "scratch.pth", finetune=True)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.body.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fine_tuning_trains_only_what_torchvision_trains(tmp_path: Path) -> None:
+    """One epoch from COCO-layout weights: fixed stages and frozen BatchNorm stats stay put,
+    the rest (new predictor included) moves."""
+    from alod.data.dataset import DetectionDataset
+    from alod.data.frames import Frame
+    from alod.engine.train import TrainConfig, fit
+    from PIL import Image
+
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    torch.save(_torchvision_pretrained_layout("fasterrcnn_mobilenet_v3_large_fpn", 91).state_dict(),
+               tmp_path / "coco.pth")
+    model = build_detector(arch, weights=tmp_path / "coco.pth", finetune=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frames = []
+    for i in range(2):
+        Image.new("RGB", (320, 180), (90 + 60 * i, 90, 90)).save(tmp_path / f"{i}.png")
+        frames.append(Frame(f"{i}.png", [[40.0, 30, 120, 110]], [3], width=320, height=180))
+    config = TrainConfig(epochs=1, batch_size=2, lr=0.02, warmup_iters=0, workers=0, device="cpu")
+    (stats,) = fit(model, DetectionDataset(frames, tmp_path, train=True), config, progress=False)
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    after = model.state_dict()
+    fixed = {n for n, p in model.named_parameters() if not p.requires_grad}
+    frozen_norm = {k for k in after if "backbone.body" in k and ("running_" in k or k.endswith((".weight", ".bias")))
+                   and not any(k.startswith(n.rsplit(".", 1)[0] + ".") for n, p in model.named_parameters())}
+    assert fixed and frozen_norm
+    for key in fixed | frozen_norm:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["roi_heads.box_predictor.cls_score.weight"],
+                           after["roi_heads.box_predictor.cls_score.weight"])
+    assert not torch.equal(before["backbone.fpn.layer_blocks.0.0.weight"], after["backbone.fpn.layer_blocks.0.0.weight"])

@@ -338,7 +338,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
 
         if model is None or p.reset:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
-            model = build_detector(p.arch, weights=p.weights)
+            model = build_detector(p.arch, weights=p.weights, finetune=True)
         model.to(device)
         train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
                                             distributed.get_env().world_size)

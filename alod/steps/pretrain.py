@@ -68,7 +68,7 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         if p.resume_run_id and not ckpt.is_file():
             print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
         torch.manual_seed(p.seed)
-        model = build_detector(p.arch, weights=p.weights).to(device)
+        model = build_detector(p.arch, weights=p.weights, finetune=True).to(device)
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
                              workers=p.workers, device=str(device), clip_grad_norm=10.0,
                              amp=device.type == "cuda")  # bf16 autocast on GPUs
