@@ -53,7 +53,7 @@ def worker(args) -> None:
     frames, _ = load_labels(root / "labels" / "det_20" / "det_train.json")
     images = root / "images" / "100k" / "train"
     torch.manual_seed(0)
-    model = build_detector(args.arch).to(device)
+    model = build_detector(args.arch, weights=args.weights or None, finetune=True).to(device)
     config = TrainConfig(epochs=2, batch_size=args.batch_size, lr=0.01, warmup_iters=0, workers=args.workers,
                          device=str(device), amp=device.type == "cuda")
     history = fit(model, DetectionDataset(frames, images, train=True), config, progress=False)
@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--eval-batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--weights", default="", help="local weights to start from, e.g. torchvision's COCO file "
+                                                       "(its frozen BatchNorm and fixed stages change the speed)")
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="the accelerator's dense bf16 peak (e.g. 989 for an H100 SXM) for utilisation; "
                              "default: alod.engine.flops.peak_flops (known GPUs, or ALOD_PEAK_TFLOPS)")
@@ -111,12 +113,14 @@ def main(argv=None) -> int:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    __file__, "--worker", "--data", str(Path(tmp) / "data"), "--result", str(result),
                    "--arch", args.arch, "--size", args.size, "--batch-size", str(args.batch_size),
-                   "--eval-batch-size", str(args.eval_batch_size), "--workers", str(args.workers)]
+                   "--eval-batch-size", str(args.eval_batch_size), "--workers", str(args.workers),
+                   "--weights", args.weights]
             subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             rows.append((nproc, json.loads(result.read_text())))
 
     train_images, rank_images = study_image_passes()
-    print(f"arch {args.arch}, images {args.size}, {args.images} images, batch {args.batch_size}/process")
+    print(f"arch {args.arch}, images {args.size}, {args.images} images, batch {args.batch_size}/process, "
+          f"{'weights ' + args.weights if args.weights else 'random init'}")
     print("| nproc | device | train img/s | rank img/s | GFLOPs/img (fwd) | utilisation | study protocol, hours |")
     print("|---|---|---|---|---|---|---|")
     for nproc, r in rows:
