@@ -11,6 +11,10 @@ from click.core import ParameterSource
 from alod.tracking import DEFAULT_EXPERIMENT
 
 
+# MLproject's default for `data`; `alod` itself has none (it also takes explicit label paths).
+MLPROJECT_DATA_DEFAULT = "data/bdd100k"
+
+
 def none_if_empty(_ctx, _param, value):
     # MLproject passes optional parameters as empty strings.
     return value or None
@@ -89,5 +93,6 @@ def resumed_params(kwargs: dict, params_cls: type) -> dict:
     defaults = {}
     for param in ctx.command.params:
         default = param.get_default(ctx)
-        defaults[param.name] = param.callback(ctx, param, default) if param.callback else default
+        defaults[param.name] = (param.callback(ctx, param, default) if param.callback else default,)
+    defaults["data"] += (MLPROJECT_DATA_DEFAULT,)  # what `mlflow run` passes when -P data is left out
     return with_logged_params(kwargs, explicit, params_cls, defaults)

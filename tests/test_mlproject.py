@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from entrypoints.cli import cli
+from entrypoints.options import MLPROJECT_DATA_DEFAULT
 
 MLPROJECT = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
 
@@ -24,8 +25,8 @@ def _same(mlproject_default, option: click.Option) -> bool:
 
 
 # `mlflow run` needs a data root to default to; `alod` has none, because it also takes
-# explicit label and image paths instead of a root.
-CLI_HAS_NO_DEFAULT = {"data"}
+# explicit label and image paths instead of a root. A resume reads it as "not chosen".
+CLI_HAS_NO_DEFAULT = {"data": MLPROJECT_DATA_DEFAULT}
 
 
 @pytest.mark.parametrize("entry", sorted(MLPROJECT["entry_points"]))
@@ -50,9 +51,10 @@ def test_every_parameter_reaches_an_option_with_the_same_default(entry: str) -> 
             assert name.group(1) in arguments, f"{entry}: {word} is not an argument of `alod {command.name}`"
             continue
         assert before in options, f"{entry}: {before} is not an option of `alod {command.name}`"
-        if name.group(1) in CLI_HAS_NO_DEFAULT:
-            continue
         default = spec["parameters"][name.group(1)].get("default")
+        if name.group(1) in CLI_HAS_NO_DEFAULT:
+            assert default == CLI_HAS_NO_DEFAULT[name.group(1)], (entry, default)
+            continue
         assert _same(default, options[before]), (
             f"{entry}: MLproject default {name.group(1)}={default!r} but `alod {command.name} {before}` "
             f"defaults to {options[before].default!r}")

@@ -242,8 +242,9 @@ def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, faul
     params = dict(ranking=pipeline["rank"], cycles=2, per_cycle=8, epochs=1, register="false", **TINY)
     killed_id, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": fault}, check=False, **params)
     assert proc.returncode != 0 and "ALOD_FAULT: killing" in proc.stdout + proc.stderr
-    # only the run id: the MLproject defaults `mlflow run` passes give way to the logged values
-    mlflow_run(store, "cycle", resume_run_id=killed_id)
+    # only the run id: the MLproject defaults `mlflow run` passes (data included) give way
+    # to the logged values
+    mlflow_run(store, "cycle", resume_run_id=killed_id, data="data/bdd100k")
     for key in ("mAP50", "labeled_images", "loss"):
         steps = [m.step for m in client().get_metric_history(killed_id, key)]
         assert sorted(steps) == [1, 2], (key, steps)

@@ -158,12 +158,13 @@ RESUME_MAY_CHANGE = frozenset({"data", "nproc", "nnodes", "rdzv_endpoint", "max_
                                "eval_batch_size", "register", "work_dir", "experiment", "annotation_url_prefix"})
 
 
-def with_logged_params(given: dict, explicit: set[str], params_cls: type, defaults: dict | None = None) -> dict:
+def with_logged_params(given: dict, explicit: set[str], params_cls: type,
+                       defaults: dict[str, tuple] | None = None) -> dict:
     """For a resume: the run's logged parameters fill in every value not chosen,
     so `alod cycle|pretrain --resume-run-id RUN` continues the run as it was started.
 
-    A value is chosen when it was given explicitly and differs from its default
-    (`defaults`); `mlflow run` passes every MLproject parameter, defaults
+    A value is chosen when it was given explicitly and differs from its defaults
+    (`defaults`: name -> the values that mean "not chosen"); `mlflow run` passes every MLproject parameter, defaults
     included, so a value equal to its default counts as not chosen. A chosen
     value that contradicts the logged one is refused (ValueError) unless it is
     only about how the run executes (RESUME_MAY_CHANGE): one run must not mix
@@ -172,7 +173,7 @@ def with_logged_params(given: dict, explicit: set[str], params_cls: type, defaul
     logged = run.data.params
     hints = typing.get_type_hints(params_cls)
     defaults = defaults or {}
-    chosen = {n for n in explicit if not (n in defaults and given.get(n) == defaults[n])}
+    chosen = {n for n in explicit if not any(given.get(n) == d for d in defaults.get(n, ()))}
     out = dict(given)
     if "experiment" not in chosen:
         out["experiment"] = tracking.experiment_name(run.info.experiment_id)
