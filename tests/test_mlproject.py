@@ -59,3 +59,23 @@ def test_every_parameter_reaches_an_option_with_the_same_default(entry: str) -> 
             f"{entry}: MLproject default {name.group(1)}={default!r} but `alod {command.name} {before}` "
             f"defaults to {options[before].default!r}")
     assert sorted(passed) == sorted(spec["parameters"]), "every MLproject parameter is passed exactly once"
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+# where the README documents each entry point's parameters
+README_SECTIONS = {"pretrain": "### pretrain", "rank": "### rank", "cycle": "### cycle", "main": "### main",
+                   "import_labels": "## People as the oracle"}
+
+
+@pytest.mark.parametrize("entry", sorted(MLPROJECT["entry_points"]))
+def test_readme_documents_every_parameter(entry: str) -> None:
+    heading = README_SECTIONS[entry]
+    start = README.index(heading + "\n")
+    end = re.search(r"\n#{2,3} ", README[start + len(heading):])  # the next heading
+    section = README[start:start + len(heading) + end.start()] if end else README[start:]
+    # parameter names as the tables' first column lists them ("epochs, batch_size, lr"), or in the text
+    table_names = {n.strip() for row in re.findall(r"^\| ([^|]+) \|", section, re.M) for n in row.split(",")}
+    for name in MLPROJECT["entry_points"][entry]["parameters"]:
+        spellings = {name, "--" + name.replace("_", "-")}  # MLproject's and alod's
+        assert name in table_names or any(re.search(rf"(?<![\w-]){re.escape(w)}\b", section) for w in spellings), (
+            f"README {heading}: {name} undocumented")
