@@ -15,6 +15,7 @@ import torch
 from alod.active.samplers import SamplerContext, get_sampler, score_images
 from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
+from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod import tracking
 from alod.engine import distributed
@@ -135,19 +136,11 @@ def flops_per_image(model: torch.nn.Module, frames: Sequence[Frame], images: Pat
     """Forward FLOPs of `model` on one image of this split's size (the first image's), counted once.
 
     None (and a note) when counting fails: utilisation is a report, never a reason to stop."""
-    from alod.data.bdd100k import resolve_image_path
-    from alod.data.images import inspect_image
-
     if not frames:
         return None
     try:
-        first = frames[0]
-        if first.width and first.height:
-            size = (int(first.width), int(first.height))
-        else:
-            path = resolve_image_path(images, first.name)
-            size = inspect_image(path.read_bytes(), path)
-        return forward_flops(model, size)
+        height, width = DetectionDataset(frames[:1], images).get_height_and_width(0)  # label size, else header
+        return forward_flops(model, (width, height))
     except Exception as e:  # noqa: BLE001 - an op the FLOP counter does not know must not stop training
         print(f"note: FLOPs per image not counted ({type(e).__name__}: {e}); no utilisation logged", flush=True)
         return None
