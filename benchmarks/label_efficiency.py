@@ -60,8 +60,9 @@ import pandas as pd
 import torch
 
 from alod import tracking
+from alod.engine.infer import predict_all
 from alod.report import curve_auc, labels_to_reach
-from alod.steps.common import load_split, predict_all
+from alod.steps.common import load_split
 
 DEFAULT_SAMPLERS = ("random", "boxcount", "entropy", "margin", "coreset", "hybrid")
 EXPERIMENT = "alod-label-efficiency"

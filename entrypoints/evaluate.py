@@ -23,9 +23,11 @@ def evaluate(weights, model_uri, arch, labels, images, data, split, batch_size, 
     """Print mAP50, mAP50-95 and per-class AP50 (COCOeval)."""
     from pathlib import Path
 
+    from alod.engine.distributed import default_device
     from alod.engine.evaluate import evaluate as run_evaluate
+    from alod.engine.infer import predict_all
     from alod.models import build_detector, detector_from_checkpoint, load_checkpoint
-    from alod.steps.common import default_device, load_split, predict_all
+    from alod.steps.common import load_split
 
     if bool(weights) == bool(model_uri):
         raise click.UsageError("give exactly one of --weights or --model-uri")

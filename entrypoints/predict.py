@@ -21,8 +21,8 @@ def predict(model_uri, images, out, score_threshold, batch_size):
     """Predict boxes for IMAGES and write them in Scalabel format (BDD100K evaluator input)."""
     from alod import tracking
     from alod.data.bdd100k import save_frames
+    from alod.engine.distributed import default_device
     from alod.models import detector_from_checkpoint
-    from alod.steps.common import default_device
     from alod.steps.predict import predict_files
 
     tracking.setup_client()

@@ -94,8 +94,8 @@ def show(files, model_uri, weights, labels, image_root, data, split, limit, out,
 def _load_model(model_uri, weights):
     if not (model_uri or weights):
         return None, None, None
+    from alod.engine.distributed import default_device
     from alod.models import detector_from_checkpoint
-    from alod.steps.common import default_device
 
     device = default_device()
     if weights:

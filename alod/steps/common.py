@@ -12,17 +12,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from alod import tracking
 from alod.active.samplers import SamplerContext, get_sampler, score_images
 from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
-from alod import tracking
 from alod.engine import distributed
-from alod.engine.distributed import default_device, gather, shard  # noqa: F401 - steps import them from here
+from alod.engine.distributed import gather, shard
 from alod.engine.flops import forward_flops
-from alod.engine.infer import predict_all  # noqa: F401 - steps import it from here
-
 
 # What steps log per epoch: the loss terms (means per image) and how fast it went.
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")

@@ -34,20 +34,20 @@ from alod.active.scoring import frames_to_score
 from alod.data.dataset import DetectionDataset
 from alod.data.pool import LabeledState
 from alod.engine import distributed
+from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
 from alod.engine.flops import peak_flops, throughput_stats
+from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
 from alod.steps.common import (
     LOSS_KEYS,
     THROUGHPUT_KEYS,
-    flops_per_image,
     Launch,
-    default_device,
+    flops_per_image,
     load_split,
     pictures_safely,
-    predict_all,
     run_workers,
     score_pool,
 )

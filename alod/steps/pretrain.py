@@ -11,17 +11,17 @@ import torch
 from alod import pictures, plots, tracking
 from alod.data.dataset import DetectionDataset
 from alod.engine import distributed
+from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
+from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector
 from alod.steps.common import (
     LOSS_KEYS,
     THROUGHPUT_KEYS,
     flops_per_image,
-    default_device,
     load_split,
     pictures_safely,
-    predict_all,
     subset,
 )
 

@@ -14,12 +14,12 @@ from alod import pictures, tracking
 from alod.active.protocol import make_ranking
 from alod.active.samplers import SamplerContext, get_sampler
 from alod.engine import distributed
+from alod.engine.distributed import default_device
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import detector_from_checkpoint
 from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
-    default_device,
     flops_per_image,
     load_split,
     pictures_safely,
