@@ -195,8 +195,8 @@ def full_pool_reference(args, seed: int, epochs: int, data: Path, work: Path, te
     from alod.steps.pretrain import PretrainParams, run_pretrain
 
     p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=1.0, epochs=epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=seed, workers=args.workers, eval_batch_size=args.eval_batch_size,
-                       eval_every=epochs, register=False, experiment=args.experiment, work_dir=str(work))
+                       batch_size=args.batch_size, lr=args.lr, seed=seed, workers=args.workers,
+                       eval_batch_size=args.eval_batch_size, eval_every=epochs, register=False, experiment=args.experiment, work_dir=str(work))
     started = time.perf_counter()
     run_id, reused = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
     seconds = time.perf_counter() - started

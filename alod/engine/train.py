@@ -10,10 +10,10 @@ SIGTERM (torchrun, batch schedulers, spot preemption: sent before SIGKILL)
 stops `fit` at the end of the current step on every rank; it writes a
 mid-epoch checkpoint (`step_in_epoch`, RNG states) and raises `Preempted`
 (a SystemExit with status 143). Resuming skips the epoch's finished batches at
-the batch-sampler level (no image is read) and continues exactly where it stopped
-with `workers=0`; with loader workers the images and their order are the same,
-but the random flips of the rest of that one epoch differ (each worker's RNG
-restarts). A checkpoint written at an epoch's end is unchanged.
+the batch-sampler level (no image is read) and continues exactly where it stopped,
+with or without loader workers: each image's flip is drawn from (seed, epoch,
+image), not from the RNG of the worker that reads it. A checkpoint written at an
+epoch's end is unchanged.
 """
 
 from __future__ import annotations

@@ -155,8 +155,9 @@ def with_logged_params(given: dict, explicit: set[str], params_cls: type,
     so `alod cycle|pretrain --resume-run-id RUN` continues the run as it was started.
 
     A value is chosen when it was given explicitly and differs from its defaults
-    (`defaults`: name -> the values that mean "not chosen"); `mlflow run` passes every MLproject parameter, defaults
-    included, so a value equal to its default counts as not chosen. A chosen
+    (`defaults`: name -> the values that mean "not chosen"); `mlflow run` passes
+    every MLproject parameter, defaults included, so a value equal to its default
+    counts as not chosen. A chosen
     value that contradicts the logged one is refused (ValueError) unless it is
     only about how the run executes (RESUME_MAY_CHANGE): one run must not mix
     two experiments' settings."""
