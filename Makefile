@@ -41,6 +41,15 @@ demo: setup
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 	@echo "then http://127.0.0.1:5000 -> Model training -> experiment alod-demo -> select the cycle runs -> Chart view (mAP50 by step)."
 
+# Serve a registered detector over REST on 127.0.0.1 (see README, "Serving"). `mlflow models
+# serve` starts `uvicorn` from PATH, so the venv's bin folder goes first on it.
+MODEL ?= models:/alod-detector@champion
+PORT ?= 5001
+.PHONY: serve
+serve: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/mlflow models serve -m "$(MODEL)" \
+		--env-manager local -h 127.0.0.1 -p $(PORT)
+
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) mlflow.db mlruns mlartifacts .alod compare
 

@@ -230,13 +230,15 @@ def log_detector(
     """
     if not is_main_process():
         return None
-    # The pyfunc takes DataFrames of any shape on purpose; MLflow's type-hint nag does not apply.
+    # The pyfunc's input is typed by the signature below; MLflow's type-hint nag does not apply.
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     info = _retry(
         mlflow.pyfunc.log_model,
         name="model",
         python_model=str(PYFUNC_FILE),
         artifacts={"checkpoint": str(checkpoint)},
+        signature=detector_signature(),
+        input_example=(_example_input(), {"score_threshold": 0.5}),
         pip_requirements=_PYFUNC_REQUIREMENTS,
         # The pyfunc imports alod: ship it inside the model, so serving needs no alod install.
         code_paths=[str(Path(__file__).resolve().parent)],
@@ -249,6 +251,33 @@ def log_detector(
     for key, value in (version_tags or {}).items():
         _retry(client.set_model_version_tag, registered_name, version, key, str(value))
     return _retry(client.get_model_version, registered_name, version)
+
+
+def detector_signature() -> Any:
+    """What the served detector takes and returns (entrypoints/pyfunc_detector.py): an encoded
+    image per row (`binary`: base64 in JSON) and an optional name; the score_threshold param."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("binary", "image"), ColSpec("string", "name", required=False)])
+    outputs = Schema([ColSpec("string", "name"), ColSpec(Array(Array("double")), "boxes"),
+                      ColSpec(Array("string"), "labels"), ColSpec(Array("double"), "scores")])
+    params = ParamSchema([ParamSpec("score_threshold", "double", 0.0)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _example_input() -> "pd.DataFrame":
+    """A small PNG (a grey road, a dark box) as the logged input example."""
+    import io
+
+    import pandas as pd
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 36), (110, 110, 110))
+    ImageDraw.Draw(image).rectangle((20, 14, 40, 26), fill=(30, 30, 40))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return pd.DataFrame({"image": [buf.getvalue()], "name": ["example.png"]})
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:
