@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from alod.data.categories import CATEGORIES
-from alod.data.synthetic import DEFAULT_SIZE, write_dataset
+from alod.data.synthetic import DEFAULT_SIZE, DOMAINS, write_dataset
 from entrypoints.data_cmd import ImageSize
 
 
@@ -24,10 +24,14 @@ from entrypoints.data_cmd import ImageSize
               help="Image size WIDTHxHEIGHT (at least 16x16).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes rendering in parallel; the output does not depend on it.")
+@click.option("--domain", type=click.Choice(sorted(DOMAINS)), default="target", show_default=True,
+              help="target: every class and condition (the pool to label); source: what the shipped "
+                   "starting weights were trained on (no rider, train, motorcycle, bicycle or traffic sign; "
+                   "no night, rain, fog or snow).")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing split data in OUT even if alod did not generate it.")
 def synth(out: Path, train: int, val: int, test: int, seed: int, size: tuple[int, int], workers: int,
-          overwrite: bool) -> None:
+          domain: str, overwrite: bool) -> None:
     """Write synthetic driving scenes to OUT in the BDD100K layout.
 
     Images go to OUT/images/100k/<split>/ and det_20 labels to
@@ -43,7 +47,7 @@ def synth(out: Path, train: int, val: int, test: int, seed: int, size: tuple[int
     start = time.perf_counter()
     try:
         written = write_dataset(out, train=train, val=val, test=test, seed=seed, size=size, workers=workers,
-                                overwrite=overwrite)
+                                overwrite=overwrite, domain=domain)
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     seconds = time.perf_counter() - start
@@ -68,5 +72,6 @@ def synth(out: Path, train: int, val: int, test: int, seed: int, size: tuple[int
         n = sum(boxes[s].get(name, 0) for s in splits)
         click.echo(f"  {name:14s}" + "".join(f"{boxes[s].get(name, 0):9d}" for s in splits) + f"  {100 * n / total:6.2f}%")
     n_images = train + val + test
-    click.echo(f"\n{n_images} images ({size[0]}x{size[1]}, seed {seed}) in {seconds:.1f} s "
+    click.echo(f"\n{n_images} images ({size[0]}x{size[1]}, seed {seed}, {domain} domain: "
+               f"{DOMAINS[domain].description}) in {seconds:.1f} s "
                f"({n_images / seconds:.0f} images/s, {workers} worker{'s' if workers > 1 else ''}) -> {out}")

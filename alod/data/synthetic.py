@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -68,6 +69,50 @@ SIGN = NAME_TO_ID["traffic sign"]
 
 _OCCLUDER = 255  # id-map value of unlabeled things that hide objects (poles, hood)
 _LANE = 3.5  # lane width in metres
+
+# --------------------------------------------------------------------------- domains
+
+TIMES_OF_DAY = ("daytime", "night", "dawn/dusk")
+WEATHERS = ("clear", "partly cloudy", "overcast", "rainy", "foggy", "snowy")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What scenes of a domain may contain: classes (det_20 ids), times of day, weathers."""
+
+    name: str
+    classes: frozenset[int]
+    times_of_day: tuple[str, ...]
+    weathers: tuple[str, ...]
+    description: str
+
+
+# `source` differs from `target` the way COCO differs from BDD100K: a detector
+# trained on it has never seen riders, traffic signs or the rare vehicles, nor
+# night, rain, fog or snow, so what a target image is worth depends on what it
+# shows that the source lacked. `target` is the full generator (all of BDD100K's
+# classes and conditions); its files are byte-identical to those alod wrote
+# before domains existed.
+DOMAINS: dict[str, Domain] = {
+    "target": Domain("target", frozenset(NAME_TO_ID.values()), TIMES_OF_DAY, WEATHERS,
+                     "all 10 det_20 classes; daytime, night and dawn/dusk; clear, partly cloudy, overcast, "
+                     "rainy, foggy and snowy"),
+    "source": Domain("source", frozenset({PED, CAR, TRUCK, BUS, LIGHT}), ("daytime", "dawn/dusk"),
+                     ("clear", "partly cloudy", "overcast"),
+                     "pedestrian, car, truck, bus and traffic light only (no rider, train, motorcycle, "
+                     "bicycle or traffic sign); daytime and dawn/dusk; clear, partly cloudy or overcast"),
+}
+
+# _plan's rate keys that place objects of each class
+_RATE_KEYS = {RIDER: ("rider",), SIGN: ("sign", "guide"), BIKE: ("bike",), MOTO: ("moto",),
+              LIGHT: ("light",), PED: ("ped",), TRUCK: ("truck",), BUS: ("bus",)}
+
+
+def get_domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {name!r}; choose one of {sorted(DOMAINS)}")
+    return DOMAINS[name]
+
 
 # --------------------------------------------------------------------------- colours
 
@@ -897,15 +942,23 @@ def _street_lamps(P: _Painter, cam: _Camera, rng, layout: dict, night: bool) -> 
 # --------------------------------------------------------------------------- scene
 
 
-def _scene_params(rng) -> tuple[str, str, str, bool]:
+def _scene_params(rng, domain: "Domain") -> tuple[str, str, str, bool]:
     scene = str(rng.choice(["highway", "city street", "residential"], p=(0.45, 0.37, 0.18)))
     tod_p = {"highway": (0.8, 0.14, 0.06), "city street": (0.52, 0.38, 0.10), "residential": (0.68, 0.22, 0.10)}[scene]
-    tod = str(rng.choice(["daytime", "night", "dawn/dusk"], p=tod_p))
-    weathers = ["clear", "partly cloudy", "overcast", "rainy", "foggy", "snowy"]
+    tod = str(_choice(rng, TIMES_OF_DAY, tod_p, domain.times_of_day))
     w_p = (0.66, 0.14, 0.1, 0.05, 0.03, 0.02) if scene == "highway" else (0.45, 0.12, 0.18, 0.12, 0.07, 0.06)
-    weather = str(rng.choice(weathers, p=w_p))
+    weather = str(_choice(rng, WEATHERS, w_p, domain.weathers))
     crowded = scene == "city street" and rng.uniform() < 0.3
     return scene, tod, weather, crowded
+
+
+def _choice(rng, values: tuple[str, ...], p: tuple[float, ...], allowed: tuple[str, ...]) -> str:
+    """rng.choice over the allowed values, with their probabilities renormalised."""
+    if allowed == values:  # the target domain: exactly the draw it always made
+        return rng.choice(list(values), p=p)
+    keep = [(v, q) for v, q in zip(values, p) if v in allowed]
+    total = sum(q for _, q in keep)
+    return rng.choice([v for v, _ in keep], p=[q / total for _, q in keep])
 
 
 def _layout(cam: _Camera, rng, scene: str) -> dict:
@@ -934,8 +987,9 @@ def _poisson(rng, lam: float) -> int:
     return int(rng.poisson(lam))
 
 
-def _plan(cam: _Camera, rng, scene: str, crowded: bool, layout: dict) -> list[tuple]:
-    """Choose the objects: (depth, draw function, args). Class rates follow BDD100K's mix."""
+def _plan(cam: _Camera, rng, scene: str, crowded: bool, layout: dict, domain: "Domain") -> list[tuple]:
+    """Choose the objects: (depth, draw function, args). Class rates follow BDD100K's mix;
+    classes the domain lacks get rate 0 (the random stream is drawn all the same)."""
     specs: list[tuple] = []
     XL, XR, sw = layout["XL"], layout["XR"], layout["sidewalk"]
     zi = layout.get("z_int")
@@ -961,6 +1015,9 @@ def _plan(cam: _Camera, rng, scene: str, crowded: bool, layout: dict) -> list[tu
         "residential": dict(car=1.5, truck=0.06, bus=0.015, sign=0.9, guide=0.0, light=0.25, ped=0.7, rider=0.05,
                             parked=2.5, cross=0.0, bike=0.06, moto=0.02),
     }[scene]
+    for cls, keys in _RATE_KEYS.items():
+        if cls not in domain.classes:
+            rates.update({k: 0.0 for k in keys})
 
     # traffic in lanes: rear views in own lanes, front views oncoming
     for kind, rate, length in (("car", rates["car"], 4.5), ("truck", rates["truck"], 9.0), ("bus", rates["bus"], 12.0)):
@@ -1200,22 +1257,25 @@ def _random_name(rng) -> str:
 
 
 def render_scene(
-    rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE, *, name: str | None = None
+    rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE, *, name: str | None = None,
+    domain: str | Domain = "target",
 ) -> tuple[np.ndarray, Frame]:
     """Render one driving scene; returns (H, W, 3) uint8 RGB pixels and its labels.
 
     `size` is (width, height). The frame's boxes are exclusive xyxy, tight around
     each object's visible pixels; `name` defaults to a BDD100K-like name drawn from `rng`.
+    `domain` restricts what the scene may contain (see DOMAINS).
     """
     W, H = int(size[0]), int(size[1])
     if W < 16 or H < 16:
         raise ValueError(f"image size {W}x{H} is too small (minimum 16x16)")
     if name is None:
         name = _random_name(rng)
-    scene, tod, weather, crowded = _scene_params(rng)
+    domain = DOMAINS[domain] if isinstance(domain, str) else domain
+    scene, tod, weather, crowded = _scene_params(rng, domain)
     cam = _Camera(W, H, rng)
     layout = _layout(cam, rng, scene)
-    if rng.uniform() < 0.01:
+    if rng.uniform() < 0.01 and TRAIN in domain.classes:
         layout["z_rail"] = cam.z_bottom * rng.uniform(3.5, 9)
         layout.pop("z_int", None)
 
@@ -1240,7 +1300,7 @@ def render_scene(
     if scene != "highway" or rng.uniform() < 0.3:
         _street_lamps(P, cam, rng, layout, night)
 
-    specs = _plan(cam, rng, scene, crowded, layout)
+    specs = _plan(cam, rng, scene, crowded, layout, domain)
     if layout.get("z_rail"):
         Z = layout["z_rail"]
         specs.append((Z, 1, _draw_train, (Z, 1 if rng.uniform() < 0.5 else -1)))
@@ -1268,21 +1328,25 @@ def render_scene(
 # --------------------------------------------------------------------------- dataset
 
 
-def frame_name(seed: int, split: str, index: int) -> str:
-    """A BDD100K-like image name (`hex8-hex8.jpg`), fixed by (seed, split, index)."""
-    h = hashlib.blake2b(f"alod-synthetic/{seed}/{split}/{index}".encode(), digest_size=8).hexdigest()
+def frame_name(seed: int, split: str, index: int, domain: str = "target") -> str:
+    """A BDD100K-like image name (`hex8-hex8.jpg`), fixed by (seed, split, index, domain)."""
+    key = f"alod-synthetic/{seed}/{split}/{index}" if domain == "target" else f"alod-synthetic/{domain}/{seed}/{split}/{index}"
+    h = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     return f"{h[:8]}-{h[8:]}.jpg"
 
 
-def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The random stream of one image: independent of every other image and split."""
-    return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+def scene_rng(seed: int, split: str, index: int, domain: str = "target") -> np.random.Generator:
+    """The random stream of one image: independent of every other image, split and domain."""
+    key = [int(seed), SPLITS.index(split), int(index)]
+    if domain != "target":  # target keeps the stream it had before domains existed
+        key.append(1 + sorted(d for d in DOMAINS if d != "target").index(domain))
+    return np.random.default_rng(key)
 
 
-def _render_one(job: tuple[int, str, int, tuple[int, int], str]) -> Frame:
-    seed, split, index, size, folder = job
-    name = frame_name(seed, split, index)
-    pixels, frame = render_scene(scene_rng(seed, split, index), size, name=name)
+def _render_one(job: tuple[int, str, int, tuple[int, int], str, str]) -> Frame:
+    seed, split, index, size, folder, domain = job
+    name = frame_name(seed, split, index, domain)
+    pixels, frame = render_scene(scene_rng(seed, split, index, domain), size, name=name, domain=domain)
     Image.fromarray(pixels).save(os.path.join(folder, name), format="JPEG", quality=JPEG_QUALITY)
     return frame
 
@@ -1297,13 +1361,15 @@ def write_dataset(
     size: tuple[int, int] = DEFAULT_SIZE,
     workers: int = 1,
     overwrite: bool = False,
+    domain: str = "target",
 ) -> dict[str, Path]:
     """Write a synthetic dataset in the BDD100K download layout; returns split -> label file.
 
     Images go to ``OUT/images/100k/<split>/`` and labels to
     ``OUT/labels/det_20/det_<split>.json`` (written by `bdd100k.save_frames`).
     Splits with zero images are not written (and removed from a folder alod
-    generated before, so the folder never mixes generations). Output is byte-identical for the
+    generated before, so the folder never mixes generations). `domain` ("target": everything;
+    "source": the restricted domain starting weights are trained on, see DOMAINS). Output is byte-identical for the
     same arguments whatever `workers` is. A split folder or label file that
     exists is replaced when OUT holds a previous synthetic dataset (the marker
     file `.alod-synthetic`), an error otherwise unless `overwrite`: a real
@@ -1316,6 +1382,7 @@ def write_dataset(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    get_domain(domain)
     W, H = int(size[0]), int(size[1])
     if W < 16 or H < 16:
         raise ValueError(f"image size {W}x{H} is too small (minimum 16x16)")
@@ -1339,7 +1406,8 @@ def write_dataset(
         paths[split] = (labels, images)
     out.mkdir(parents=True, exist_ok=True)
     bdd100k.write_json_atomic(
-        {"generator": __name__, "seed": int(seed), "size": [W, H], "counts": counts}, out / MARKER
+        {"generator": __name__, "seed": int(seed), "size": [W, H], "counts": counts,
+         **({"domain": domain} if domain != "target" else {})}, out / MARKER
     )
     for _labels, images in paths.values():
         if images.is_dir():
@@ -1351,7 +1419,7 @@ def write_dataset(
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         for split, (labels, images) in paths.items():
-            jobs = [(int(seed), split, i, (W, H), str(images)) for i in range(counts[split])]
+            jobs = [(int(seed), split, i, (W, H), str(images), domain) for i in range(counts[split])]
             if pool is None:
                 frames = [_render_one(j) for j in jobs]
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -140,3 +141,73 @@ def test_cli(tmp_path):
     for bad in ("160", "160x", "axb", "0x90", "8x8"):
         result = CliRunner().invoke(synth, [str(tmp_path / "e"), "--size", bad])
         assert result.exit_code == 2 and "--size" in result.output, (bad, result.output)
+
+
+# --------------------------------------------------------------------------- domains
+
+# sha256 over (relative path, bytes) of write_dataset(train=6, val=3, test=2, seed=3), computed with the
+# generator as it was before domains existed: the target domain must keep producing exactly those files.
+TARGET_BEFORE_DOMAINS = "e50d13705c30825b3f9b012c215853a4b80eef9f043bea64ccc5d881e4dde651"
+
+
+def _digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != ".alod-synthetic":
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_target_domain_is_the_generator_as_it_was(small):
+    assert _digest(small) == TARGET_BEFORE_DOMAINS
+
+
+def test_source_domain_lacks_what_it_says_and_target_has_it():
+    from alod.data.synthetic import DOMAINS
+
+    source = DOMAINS["source"]
+    per_class, tod, weather = Counter(), Counter(), Counter()
+    for i in range(300):
+        _, f = render_scene(scene_rng(0, "train", i, "source"), domain="source")
+        per_class.update(int(k) for k in f.labels[~f.ignore])
+        tod[f.attributes["timeofday"]] += 1
+        weather[f.attributes["weather"]] += 1
+    assert set(per_class) == set(source.classes), {ID_TO_NAME[k] for k in set(per_class) ^ source.classes}
+    assert set(tod) <= set(source.times_of_day) and tod["daytime"] > 200
+    assert set(weather) <= set(source.weathers) and len(weather) == 3
+    assert not {"night", "rainy", "foggy", "snowy"} & (set(tod) | set(weather))
+    assert {ID_TO_NAME[k] for k in set(ID_TO_NAME) - source.classes} == {
+        "rider", "train", "motorcycle", "bicycle", "traffic sign"}
+    # what the source lacks is common in the target: the pool has something to teach
+    target = Counter()
+    for i in range(300):
+        _, f = render_scene(scene_rng(0, "train", i), domain="target")
+        target.update(ID_TO_NAME[int(k)] for k in f.labels[~f.ignore])
+    assert target["traffic sign"] > 0.1 * sum(target.values())
+
+
+def test_source_domain_is_byte_reproducible_and_apart_from_target(tmp_path):
+    write_dataset(tmp_path / "s1", train=4, val=2, seed=3, domain="source")
+    write_dataset(tmp_path / "s2", train=4, val=2, seed=3, domain="source", workers=2)
+    assert files(tmp_path / "s1") == files(tmp_path / "s2")
+    write_dataset(tmp_path / "t", train=4, val=2, seed=3)
+    source_names = {p.name for p in (tmp_path / "s1").rglob("*.jpg")}
+    target_names = {p.name for p in (tmp_path / "t").rglob("*.jpg")}
+    assert len(source_names) == 6 and not source_names & target_names
+    marker = (tmp_path / "s1" / ".alod-synthetic").read_text()
+    assert json.loads(marker)["domain"] == "source"
+    with pytest.raises(ValueError, match="unknown synthetic domain"):
+        write_dataset(tmp_path / "x", train=1, val=0, domain="night")
+
+
+def test_cli_domain(tmp_path):
+    from entrypoints.synth import synth
+
+    result = CliRunner().invoke(synth, [str(tmp_path / "d"), "--train", "3", "--val", "0", "--domain", "source"])
+    assert result.exit_code == 0, result.output
+    assert "source domain" in result.output and "no rider" in result.output
+    result = CliRunner().invoke(synth, [str(tmp_path / "e"), "--domain", "moon"])
+    assert result.exit_code == 2 and "--domain" in result.output
