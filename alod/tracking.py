@@ -474,12 +474,14 @@ def suspended() -> Iterator[None]:
     if current is None or not is_main_process():
         yield
         return
-    run_id = current.info.run_id
+    run_id, experiment_id = current.info.run_id, current.info.experiment_id
     # end_run would mark it FINISHED; pop it from the fluent stack and re-enter afterwards.
     mlflow.end_run(status="RUNNING")
     try:
         yield
     finally:
+        # The step may have selected another experiment; MLflow re-enters a run only from its own.
+        _retry(mlflow.set_experiment, experiment_id=experiment_id)
         _retry(mlflow.start_run, run_id=run_id)
 
 

@@ -53,7 +53,12 @@ def _reuse_or_run(experiment: str, step: str, params: dict, run):
 
 
 def run_main(p: MainParams) -> str:
-    tracking.setup(p.experiment)
+    experiment_id = tracking.setup(p.experiment)
+    if experiment_id is not None:
+        # Under `mlflow run` the main run already exists in the experiment MLflow chose (its
+        # Default one, or --experiment-name): the steps and the search for reusable runs
+        # follow it, so every run of this comparison lands beside main.
+        p = dataclasses.replace(p, experiment=tracking.experiment_name(experiment_id))
     common = {"data": p.data, "experiment": p.experiment, "work_dir": p.work_dir}
     with tracking.run("main", run_name="main", tags={"alod.samplers": ",".join(p.samplers),
                                                       "alod.seeds": ",".join(map(str, p.seeds))}) as main_id:
