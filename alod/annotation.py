@@ -3,9 +3,10 @@
 The `files` oracle of `cycle` writes, for the images it selected, an image list,
 a COCO file and Label Studio tasks, both carrying the current model's
 predictions as pre-annotations (annotators correct boxes instead of drawing
-them). Labels come back in any format `load_labels` reads (BDD100K / Scalabel
-JSON, a per-image folder, COCO: Label Studio's COCO export works) and are
-merged into a `LabelStore`, the run's record of every label bought.
+them). Labels come back as the annotation tools write them (Label Studio JSON,
+JSON-MIN and COCO, CVAT COCO 1.0: see `alod.annotation_formats`) or in any
+format `load_labels` reads (BDD100K / Scalabel JSON, a per-image folder, COCO),
+and are merged into a `LabelStore`, the run's record of every label bought.
 
 Merging never loses or silently replaces a label: an import that names an image
 nobody asked for, or that contradicts a label already imported, is refused as a
@@ -20,9 +21,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
+from alod.annotation_formats import SelectedNames, ToolExport, read_export
 from alod.data import categories
 from alod.data.bdd100k import load_labels, resolve_image_path, save_frames
 from alod.data.coco import coco_categories
@@ -31,6 +34,9 @@ from alod.data.images import inspect_image
 from alod.fileio import write_json_atomic, write_text_atomic
 
 BOX_TOLERANCE = 0.5  # pixels: labels equal after a round trip through COCO floats count as identical
+# What `export_batch` writes for each batch, in this order.
+EXPORT_FILES = ("images.txt", "coco.json", "label_studio.json", "label_studio_config.xml")
+LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's local files serving
 
 
 class LabelImportError(ValueError):
@@ -53,8 +59,11 @@ def export_batch(
 
     Predictions (when given) become COCO annotations with a `score` and Label
     Studio `predictions`; ignore regions are never predicted. `url_prefix` is
-    put in front of each name in the Label Studio tasks (e.g. the URL the
-    images are served from, or `/data/local-files/?d=images/`).
+    put in front of each (URL-encoded) name in the Label Studio tasks' `image`:
+    the URL the images are served from, e.g. `https://host/images/`, or, with
+    Label Studio's local files serving and the BDD100K layout,
+    `/data/local-files/?d=images/100k/train/` (see `local_files_setup`). The
+    task's `name` is the plain image name, which import-labels matches on.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +88,7 @@ def export_batch(
                     "value": {"x": 100 * x1 / width, "y": 100 * y1 / height, "width": 100 * w / width,
                               "height": 100 * h / height, "rotation": 0,
                               "rectanglelabels": [id_to_name[int(label)]]}})
-        task = {"data": {"image": f"{url_prefix}{name}", "name": name}}
+        task = {"data": {"image": f"{url_prefix}{quote(name)}", "name": name}}
         if results:
             task["predictions"] = [{"model_version": model_version, "result": results,
                                     "score": float(np.mean([r["score"] for r in results]))}]
@@ -93,6 +102,33 @@ def export_batch(
     (out / "label_studio_config.xml").write_text(label_studio_config())
     paths["label_studio_config"] = out / "label_studio_config.xml"
     return paths
+
+
+def local_files_setup(image_root: str | Path, data_root: str | Path | None = None) -> dict[str, str]:
+    """How Label Studio serves these images from disk: its two settings, the Local Files
+    storage path to add to the project (without syncing it: the tasks come from
+    label_studio.json) and the matching `--annotation-url-prefix`. The document root is
+    `data_root` when the images lie under it (the BDD100K root), else the images' parent."""
+    images = Path(image_root).resolve()
+    root = Path(data_root).resolve() if data_root is not None else images.parent
+    if not images.is_relative_to(root) or images == root:
+        root = images.parent
+    rel = images.relative_to(root).as_posix()
+    return {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root),
+            "storage_path": str(images),
+            "url_prefix": f"{LOCAL_FILES_URL}{quote(rel)}/"}
+
+
+def empty_prefix_warning(image_root: str | Path, data_root: str | Path | None = None) -> str:
+    """What to tell a user whose Label Studio tasks carry bare image names."""
+    s = local_files_setup(image_root, data_root)
+    return ("warning: annotation_url_prefix is empty, so each Label Studio task's image is a bare file name, "
+            "which the labeling page cannot load ('There was an issue loading URL from $image value'). "
+            "Serve the images, e.g. with Label Studio's local files: start it with "
+            f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={s['LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT']}, "
+            f"add a Local Files source storage with path {s['storage_path']} to the project (do not sync it), "
+            f"and run the cycle with --annotation-url-prefix '{s['url_prefix']}' (README: Label Studio)")
 
 
 def label_studio_config() -> str:
@@ -135,8 +171,13 @@ class ImportReport:
     renamed: dict[str, str] = field(default_factory=dict)  # name in the file -> selected image it matched
     missing: dict[int, list[str]] = field(default_factory=dict)  # cycle -> selected images still unlabeled
     skipped_boxes: int = 0  # dropped while loading (zero area, clipped away): counted, never silent
+    format: str = ""  # the format the file was read as
+    empty: list[str] = field(default_factory=list)  # images that came back annotated with no boxes
+    not_annotated: list[str] = field(default_factory=list)  # in the file, but nobody annotated them: not merged
+    cancelled: int = 0  # Label Studio annotations skipped by the annotator (no label)
 
     def summary(self) -> str:
+        lines = [f"read as {self.format}"] if self.format else []
         parts = [f"{len(self.added)} image(s) added"]
         if self.identical:
             parts.append(f"{len(self.identical)} already imported with identical labels (unchanged)")
@@ -148,15 +189,23 @@ class ImportReport:
                          f"(e.g. {first[0]!r} -> {first[1]!r})")
         if self.skipped_boxes:
             parts.append(f"{self.skipped_boxes} box(es) skipped while loading (see `alod data check`)")
-        lines = [", ".join(parts)]
+        lines.append(", ".join(parts))
+        lines.append(f"{len(self.empty)} image(s) came back with no boxes (annotated as nothing there)"
+                     + (": " + ", ".join(repr(n) for n in self.empty[:5]) if self.empty else ""))
+        if self.not_annotated or self.cancelled:
+            skipped = f" ({self.cancelled} annotation(s) skipped in Label Studio)" if self.cancelled else ""
+            lines.append(f"{len(self.not_annotated)} image(s) in the file were not annotated{skipped}: they stay "
+                         "without labels" + (", e.g. " + ", ".join(repr(n) for n in self.not_annotated[:5])
+                                             if self.not_annotated else ""))
         for cycle, names in sorted(self.missing.items()):
             lines.append(f"cycle {cycle}: {len(names)} selected image(s) still without labels, e.g. "
                          + ", ".join(repr(n) for n in names[:5]))
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"added": self.added, "identical": self.identical, "replaced": self.replaced,
-                "renamed": self.renamed,
+        return {"format": self.format, "added": self.added, "identical": self.identical, "replaced": self.replaced,
+                "renamed": self.renamed, "empty": self.empty, "not_annotated": self.not_annotated,
+                "cancelled": self.cancelled,
                 "missing": {str(k): v for k, v in self.missing.items()}, "skipped_boxes": self.skipped_boxes}
 
 
@@ -195,7 +244,9 @@ def merge_labels(
     duplicated = sorted(n for n, k in Counter(f.name for f in incoming).items() if k > 1)
     if duplicated:
         raise LabelImportError(f"{source} labels {len(duplicated)} selected image(s) twice (after matching "
-                               "file names): " + ", ".join(repr(n) for n in duplicated[:10]) + "; nothing was imported")
+                               "file names): " + ", ".join(repr(n) for n in duplicated[:10]) + "; one image under "
+                               "two names (e.g. images/<name> and <name>), or a task annotated twice? Keep one; "
+                               "nothing was imported")
     unrequested = [f.name for f in incoming if f.name not in requested]
     conflicts = [f.name for f in incoming
                  if f.name in store and not same_labels(store.frames[f.name], f)]
@@ -205,12 +256,14 @@ def merge_labels(
                         f"(label only the exported images): " + ", ".join(repr(n) for n in unrequested[:10]))
     if conflicts and not replace:
         problems.append(f"{len(conflicts)} image(s) in {source} already have different labels "
-                        f"(pass --replace to overwrite them): " + ", ".join(repr(n) for n in conflicts[:10]))
+                        f"(pass --replace true to overwrite them): " + ", ".join(repr(n) for n in conflicts[:10]))
     if problems:
         raise LabelImportError("; ".join(problems) + "; nothing was imported")
     for frame in incoming:
         clean = Frame(name=frame.name, boxes=frame.boxes, labels=frame.labels, ignore=frame.ignore,
                       width=frame.width, height=frame.height, attributes=frame.attributes)
+        if not len(frame):
+            report.empty.append(frame.name)
         if frame.name not in store:
             report.added.append(frame.name)
         elif frame.name in conflicts:
@@ -224,17 +277,15 @@ def merge_labels(
 
 
 def _match_by_file_name(incoming: Sequence[Frame], requested: Mapping[str, int]) -> tuple[list[Frame], dict]:
-    """Annotation tools often export `images/<name>` or a flattened path: an unselected name whose
-    last path part is the last part of exactly one selected image is that image."""
-    by_base: dict[str, list[str]] = {}
-    for name in requested:
-        by_base.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    """Annotation tools often export `images/<name>` or a flattened path: an unselected name that
+    ends in exactly one selected image's name (or file name) is that image (`SelectedNames`)."""
+    selected = SelectedNames(requested)
     out, renamed = [], {}
     for frame in incoming:
-        candidates = by_base.get(frame.name.rsplit("/", 1)[-1], [])
-        if frame.name not in requested and len(candidates) == 1:
-            renamed[frame.name] = candidates[0]
-            frame = dataclasses.replace(frame, name=candidates[0])
+        match = selected.match(frame.name)
+        if match is not None and match != frame.name:
+            renamed[frame.name] = match
+            frame = dataclasses.replace(frame, name=match)
         out.append(frame)
     return out, renamed
 
@@ -247,7 +298,7 @@ def missing_labels(store: LabelStore, requested: Mapping[str, int]) -> dict[int,
     return missing
 
 
-def read_labels_file(path: str | Path) -> tuple[list[Frame], int]:
-    """Frames from any supported label format, and the number of boxes skipped while loading."""
-    frames, report = load_labels(path)
-    return frames, int(sum(report.skipped.values()))
+def read_labels_file(path: str | Path, requested: Iterable[str] = ()) -> ToolExport:
+    """The labels in `path`, in any supported format (annotation tools' exports included);
+    `requested`: the selected images, onto which tool-written file names are matched."""
+    return read_export(path, list(requested))

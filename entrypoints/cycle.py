@@ -44,7 +44,10 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--preannotation-threshold", type=float, default=0.5, show_default=True,
               help="files oracle: predictions scoring at least this become pre-annotations.")
 @click.option("--annotation-url-prefix", default="", show_default=True,
-              help="files oracle: prefix for image names in Label Studio tasks (where the images are served).")
+              help="files oracle: URL prefix of the (URL-encoded) image names in Label Studio tasks, where the "
+                   "labeling page loads them from: e.g. https://host/bdd100k/images/100k/train/, or with Label "
+                   "Studio's local files serving and the BDD100K layout '/data/local-files/?d=images/100k/train/' "
+                   "(README: Label Studio). Empty: bare names, with a warning.")
 @click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the final model as a version of alod-detector.")
 @click.option("--resume-run-id", default=None, callback=none_if_empty,

@@ -17,7 +17,13 @@ from entrypoints.options import friendly_errors
 @click.option("--work-dir", default=".alod", show_default=True, help="Where the run keeps its local state.")
 @friendly_errors
 def import_labels(run_id: str, labels: Path, replace: bool, work_dir: str) -> None:
-    """Merge LABELS (BDD100K, Scalabel or COCO JSON) into cycle run RUN_ID."""
+    """Merge LABELS into cycle run RUN_ID.
+
+    LABELS as the tools export them: Label Studio JSON, JSON-MIN or COCO (the
+    downloaded zip or its result.json), CVAT COCO 1.0 (the zip); or BDD100K /
+    Scalabel JSON, a folder of per-image files, COCO JSON. The format is read
+    from the content. Images the file lists but nobody annotated stay without labels.
+    """
     from alod.steps.import_labels import import_labels as run_import
 
     report = run_import(run_id, labels, work_dir=work_dir, replace=replace)

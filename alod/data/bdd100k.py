@@ -49,6 +49,7 @@ __all__ = [
     "ZERO_AREA",
     "check_labels",
     "dataset_digest",
+    "load_document",
     "load_labels",
     "resolve_image_path",
     "save_frames",
@@ -73,6 +74,26 @@ def load_labels(
     file does not give (BDD100K images are 1280x720).
     """
     frames, report = _load(Path(path), skip_unknown=skip_unknown, image_size=image_size)
+    if report.problems:
+        raise LabelError(report.problems)
+    return frames, report
+
+
+def load_document(
+    data: Any,
+    file: str,
+    *,
+    skip_unknown: bool = False,
+    image_size: tuple[int, int] | None = None,
+) -> tuple[list[Frame], LoadReport]:
+    """Like `load_labels`, for a JSON document already parsed (e.g. read from a zip in
+    memory); `file` names it in messages."""
+    report = LoadReport()
+    parser = _Parser(report, skip_unknown)
+    report.files.append(file)
+    parser.document(data, file)
+    parser.report_unknown()
+    frames = _finalize(parser.frames, report, image_size, {})
     if report.problems:
         raise LabelError(report.problems)
     return frames, report

@@ -171,7 +171,7 @@ def run_cycles(p: CycleParams) -> str:
     if waiting is not None:
         tracking.set_status(run_id, "SCHEDULED")
         print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
-              f"annotation/cycle_{waiting:03d}/ (images.txt, coco.json, label_studio.json).\n"
+              f"annotation/cycle_{waiting:03d}/ ({', '.join(annotation.EXPORT_FILES)}).\n"
               f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
               f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
     return run_id
@@ -420,6 +420,8 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
     out = run_dir / "annotation" / f"cycle_{cycle:03d}"
     annotation.export_batch(picked, train.images, out, predictions=predictions,
                             url_prefix=p.annotation_url_prefix, model_version=version)
+    if not p.annotation_url_prefix:
+        print(annotation.empty_prefix_warning(train.images, p.data), flush=True)
     tracking.log_artifacts(out, f"annotation/cycle_{cycle:03d}")
     tracking.set_waiting(p.run_id, cycle)
     for waiting_cycle, names in sorted(missing.items()):

@@ -39,9 +39,11 @@ def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".a
         raise ImportLabelsError(f"run {run_id} has selected no images yet: nothing to label")
     requested = LabeledState.load(state_file).to_dict()
     store = annotation.LabelStore.load(sync_label_store(run_id, work))
-    frames, skipped = annotation.read_labels_file(labels)
-    report = annotation.merge_labels(store, frames, requested, replace=replace, source=str(labels))
-    report.skipped_boxes = skipped
+    found = annotation.read_labels_file(labels, requested)
+    report = annotation.merge_labels(store, found.frames, requested, replace=replace, source=str(labels))
+    report.skipped_boxes, report.format, report.cancelled = found.skipped_boxes, found.format, found.cancelled
+    report.renamed = {**found.renamed, **report.renamed}
+    report.not_annotated = [n for n in found.not_annotated if n not in store]
 
     local = label_store_path(run_id, work)
     store.save(local)
