@@ -67,13 +67,19 @@ def load_labels(
     *,
     skip_unknown: bool = False,
     image_size: tuple[int, int] | None = None,
+    exact: bool = False,
 ) -> tuple[list[Frame], LoadReport]:
     """Load a label file or folder; raise `LabelError` listing every problem found.
 
     image_size: (width, height) used to clip boxes of frames whose size the
     file does not give (BDD100K images are 1280x720).
+
+    exact: every box as the file gives it, for evaluation: nothing clipped to the
+    image or dropped for lying outside it or having no area, and boxes and scores
+    kept in float64 (`Frame` holds float32 otherwise). This is what the official
+    BDD100K evaluator scores; training may clip.
     """
-    frames, report = _load(Path(path), skip_unknown=skip_unknown, image_size=image_size)
+    frames, report = _load(Path(path), skip_unknown=skip_unknown, image_size=image_size, exact=exact)
     if report.problems:
         raise LabelError(report.problems)
     return frames, report
@@ -405,16 +411,33 @@ class _Parser:
 
         attrs = lab.get("attributes")
         attrs = attrs if isinstance(attrs, dict) else {}
+        # `ignored` is how save_frames marks ignore regions; `crowd` as in Scalabel.
+        flags = [self.flag(attrs, key, file, where, j) for key in ("ignored", "crowd")]
         resolved = self.category(lab.get("category"), file, where, j, "category")
         if resolved is None:
             return
-        if not ok or resolved is False:
+        if not ok or resolved is False or None in flags:
             return
         cat_id, ignore, raw_name = resolved
-        # `ignored` is how save_frames marks ignore regions; `crowd` as in Scalabel.
-        ignore = ignore or attrs.get("ignored") is True or attrs.get("crowd") is True
+        ignore = ignore or any(flags)
         x1, y1, x2, y2 = coords
         self.add(raw, j, (x1, y1, x2 + 1.0, y2 + 1.0), cat_id, ignore, score, raw_name)
+
+    def flag(self, attrs: dict, key: str, file: str, where: str, j: int) -> bool | None:
+        """A boolean label attribute read as the official evaluator reads it (Scalabel's
+        pydantic model, then bool()): true/false, 0/1 and the strings pydantic takes for
+        booleans. None (reported) for any other value, which the toolkit would read by
+        accident (e.g. 0.5 as false, "0.0" as false, "x" as true)."""
+        v = attrs.get(key)
+        if v is None or isinstance(v, bool):
+            return bool(v)
+        if isinstance(v, (int, float)) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, str) and v.lower() in _BOOL_STRINGS:
+            return _BOOL_STRINGS[v.lower()]
+        self.problem(file, where, j, f"attributes.{key}",
+                     f"must be true or false (or 0/1), got {v!r}")
+        return None
 
     def score(self, lab: dict, file: str, where: str, j: int):
         """float, None (no score) or False (invalid, reported)."""
@@ -543,6 +566,11 @@ class _Parser:
                 self.problem(file, where, j, "category", f"{msg}; known: {known}; or pass skip_unknown to skip them")
 
 
+# Strings pydantic v1 (Scalabel's label model) reads as booleans.
+_BOOL_STRINGS = {**dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
+                 **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False)}
+
+
 def _is_positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -588,6 +616,7 @@ def _load(
     skip_unknown: bool,
     image_size: tuple[int, int] | None,
     images: Path | None = None,
+    exact: bool = False,
 ) -> tuple[list[Frame], LoadReport]:
     report = LoadReport()
     parser = _Parser(report, skip_unknown)
@@ -610,7 +639,7 @@ def _load(
     sizes: dict[str, tuple[int, int]] = {}
     if images is not None:
         sizes = _image_sizes(parser.frames, images, report)
-    frames = _finalize(parser.frames, report, image_size, sizes)
+    frames = _finalize(parser.frames, report, image_size, sizes, exact=exact)
     return frames, report
 
 
@@ -642,6 +671,8 @@ def _finalize(
     report: LoadReport,
     image_size: tuple[int, int] | None,
     header_sizes: dict[str, tuple[int, int]],
+    *,
+    exact: bool = False,
 ) -> list[Frame]:
     # A file with any scored label is a prediction file: every label needs a score.
     scored = any(s is not None for raw in raws for s in raw.scores)
@@ -655,8 +686,10 @@ def _finalize(
             size = image_size
         boxes = np.asarray(raw.boxes, dtype=np.float64).reshape(-1, 4)
         positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if exact:  # the official evaluator keeps every box as written
+            positive[:] = True
         outside = np.zeros(len(boxes), dtype=bool)
-        if size is not None:
+        if size is not None and not exact:
             w, h = size
             area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
             clipped = boxes.copy()
@@ -699,17 +732,23 @@ def _finalize(
                 report.ignored_per_category[raw.raw_names[k]] += 1
             else:
                 report.boxes_per_category[categories.ID_TO_NAME[int(labels[k])]] += 1
-        frames.append(
-            Frame(
-                name=raw.name,
-                boxes=boxes[keep].astype(np.float32),
-                labels=labels[keep],
-                ignore=ignore[keep],
-                scores=scores,
-                width=None if size is None else int(size[0]),
-                height=None if size is None else int(size[1]),
-                attributes=raw.attributes,
-            )
+        frame = Frame(
+            name=raw.name,
+            boxes=boxes[keep].astype(np.float32),
+            labels=labels[keep],
+            ignore=ignore[keep],
+            scores=scores,
+            width=None if size is None else int(size[0]),
+            height=None if size is None else int(size[1]),
+            attributes=raw.attributes,
         )
+        if exact:
+            # Set after construction: Frame casts to float32, which moves coordinates by up to
+            # 1e-4 px and merges scores that differ beyond the 7th digit (reordering ties).
+            frame.boxes = boxes[keep]
+            if scored:
+                frame.scores = np.asarray([s if s is not None else np.nan for s in raw.scores],
+                                          dtype=np.float64)[keep]
+        frames.append(frame)
     report.frames = len(frames)
     return frames

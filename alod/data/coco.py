@@ -2,9 +2,11 @@
 
 Category ids are the official det_20 ids 1..10. Our boxes are exclusive, so
 ``w = x2 - x1`` here equals BDD100K's ``x2_incl - x1 + 1``. Ignore regions
-become ``iscrowd=1, ignore=1`` so COCOeval neither rewards nor penalises
-detections on them. Every frame becomes an image, also frames without boxes:
-their false positives must count.
+become ``iscrowd=1`` so COCOeval neither rewards nor penalises detections on
+them; ``ignore`` is 0 on every annotation, as the official converter writes it
+(loaders in the mmdetection style drop annotations with ``ignore`` set, and
+would lose the regions). Every frame becomes an image, also frames without
+boxes: their false positives must count.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def frames_to_coco(frames: Iterable[Frame], *, default_size: tuple[int, int] = D
                     "bbox": [x1, y1, w, h],
                     "area": w * h,
                     "iscrowd": int(ignore),
-                    "ignore": int(ignore),
+                    "ignore": 0,
                 }
             )
     # pycocotools 2.0.10's loadRes copies gt["info"]: without it evaluation raises KeyError

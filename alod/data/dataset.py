@@ -155,7 +155,9 @@ class DetectionDataset(Dataset):
         _warn_dropped(frame, keep, int(w), int(h))
         target = {
             "boxes": tv_tensors.BoundingBoxes(
-                torch.from_numpy(frame.boxes[keep]).reshape(-1, 4), format="XYXY", canvas_size=(h, w)
+                # float32 also for frames loaded exact (float64) for evaluation
+                torch.from_numpy(frame.boxes[keep].astype(np.float32, copy=False)).reshape(-1, 4),
+                format="XYXY", canvas_size=(h, w)
             ),
             "labels": torch.from_numpy(frame.labels[keep]).to(torch.int64),
             "image_id": index,

@@ -2,6 +2,14 @@
 
 Two backends compute the same numbers: pycocotools (the reference) and
 faster_coco_eval (a C++ port, much faster on 10 000 validation images).
+
+The numbers equal the official BDD100K evaluator's (`python -m bdd100k.eval.run
+-t det`, scalabel's `evaluate_det`; tests/engine/test_official_evaluator.py
+compares them to 1e-9) as long as the ground truth is loaded unclipped
+(`load_labels(..., exact=True)`, what `load_split` does for evaluation splits):
+images are numbered in name order, as the official evaluator sorts them, so
+equal scores break ties the same way; and without a single detection the
+official empty result is returned (0 for every class with any annotation).
 """
 
 from __future__ import annotations
@@ -65,7 +73,8 @@ def evaluate(
     """COCO bbox mAP of `predictions` (scored frames, matched to `gt_frames` by name).
 
     Ground-truth images without predictions count (their boxes are misses);
-    a prediction for an image not in the ground truth is a ValueError.
+    a prediction for an image not in the ground truth is a ValueError (the
+    official evaluator drops it silently; here it means the wrong label file).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -75,6 +84,9 @@ def evaluate(
         names = [f.name for f in predictions]
         if len(set(names)) != len(names):
             raise ValueError("predictions hold the same image more than once")
+    # The official evaluator sorts the ground truth by name before numbering the images;
+    # COCOeval breaks score ties by image id, so the order decides tied detections' ranks.
+    gt_frames.sort(key=lambda f: f.name)
     gt = frames_to_coco(gt_frames, default_size=default_size)
     image_ids = {img["file_name"]: img["id"] for img in gt["images"]}
     if len(image_ids) != len(gt_frames):
@@ -82,18 +94,23 @@ def evaluate(
     results = predictions_to_coco_results(predictions, image_ids)
 
     names = list(categories.CATEGORIES)
-    num_gt = np.zeros(len(names), dtype=np.int64)
+    num_gt = np.zeros(len(names), dtype=np.int64)  # boxes to find per class
+    annotated = np.zeros(len(names), dtype=bool)  # any annotation, ignore regions included
     for ann in gt["annotations"]:
+        annotated[ann["category_id"] - 1] = True
         if not ann["iscrowd"]:
             num_gt[ann["category_id"] - 1] += 1
     nan = float("nan")
 
-    if not num_gt.any():  # nothing to find: AP is undefined, not zero
+    if not results:
+        # loadRes cannot take an empty list. The official evaluator then returns its "empty"
+        # result: 0 for every class with any annotation (even only ignore regions), else NaN.
+        per_class = {n: (0.0 if a else nan) for n, a in zip(names, annotated)}
+        overall = 0.0 if annotated.any() else nan
+        return EvalResult(overall, overall, per_class, len(gt_frames), 0)
+    if not num_gt.any():  # nothing to find: AP is undefined, not zero (COCOeval: -1)
         per_class = {n: nan for n in names}
         return EvalResult(nan, nan, per_class, len(gt_frames), len(results))
-    if not results:  # loadRes cannot take an empty list; no detections means AP 0
-        per_class = {n: (0.0 if k else nan) for n, k in zip(names, num_gt)}
-        return EvalResult(0.0, 0.0, per_class, len(gt_frames), 0)
 
     precision, stats = _run_cocoeval(gt, results, backend)
     per_class = {}

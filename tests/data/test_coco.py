@@ -49,7 +49,7 @@ def test_bbox_plus_one_by_hand(bdd_fixtures):
 def test_ignore_regions_are_crowd(bdd_fixtures):
     frames, _ = load_labels(bdd_fixtures / IGNORE)
     coco = frames_to_coco(frames)
-    assert [(a["category_id"], a["iscrowd"], a["ignore"]) for a in coco["annotations"]] == [(1, 1, 1), (1, 0, 0)]
+    assert [(a["category_id"], a["iscrowd"], a["ignore"]) for a in coco["annotations"]] == [(1, 1, 0), (1, 0, 0)]
     assert len(coco["images"]) == 2  # the frame with "labels": null is kept
 
 
