@@ -57,7 +57,7 @@ SCALABEL = "BDD100K / Scalabel JSON"
 MAX_ZIP_MEMBER = 1 << 30  # bytes: a label file larger than this in a zip is refused, not read
 ROTATION_TOLERANCE = 1e-6  # degrees
 # Label Studio prefixes uploaded / downloaded files with 8 hex digits of a hash.
-_TOOL_PREFIX = re.compile(r"^[0-9a-f]{8}__?")
+_TOOL_PREFIX = re.compile(r"^[0-9a-f]{8}__")
 _CVAT_COCO_MEMBER = re.compile(r"^(?:.*/)?annotations/instances_[^/]+\.json$")
 _JSON_MIN_KEYS = frozenset({"annotation_id", "annotator", "lead_time"})
 _LS_TASK_KEYS = frozenset({"annotations", "predictions", "completions", "drafts"})

@@ -10,9 +10,12 @@ import pytest
 from PIL import Image
 
 from alod.annotation import (
+    EXPORT_FILES,
     LabelImportError,
     LabelStore,
+    empty_prefix_warning,
     export_batch,
+    local_files_setup,
     merge_labels,
     same_labels,
 )
@@ -110,3 +113,34 @@ def test_store_round_trips_ignore_regions_and_empty_frames(tmp_path):
     back = LabelStore.load(store.save(tmp_path / "labels.json"))
     assert sorted(back.frames) == ["a", "b"]
     assert same_labels(back.frames["a"], store.frames["a"]) and len(back.frames["b"]) == 0
+
+
+def test_task_urls_are_url_encoded_and_names_kept(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    names = ["a b.jpg", "c#1+%.jpg", "sub/ü.jpg"]
+    (root / "sub").mkdir()
+    for name in names:
+        Image.new("RGB", (20, 10)).save(root / name)
+    paths = export_batch(names, root, tmp_path / "out", url_prefix="/data/local-files/?d=images/")
+    tasks = json.loads(paths["label_studio"].read_text())
+    assert [t["data"]["image"] for t in tasks] == [
+        "/data/local-files/?d=images/a%20b.jpg", "/data/local-files/?d=images/c%231%2B%25.jpg",
+        "/data/local-files/?d=images/sub/%C3%BC.jpg"]
+    assert [t["data"]["name"] for t in tasks] == names  # what import-labels matches on
+    assert sorted(p.name for p in paths.values()) == sorted(EXPORT_FILES)
+
+
+def test_local_files_setup_and_the_empty_prefix_warning(tmp_path):
+    images = tmp_path / "bdd100k" / "images" / "100k" / "train"
+    images.mkdir(parents=True)
+    setup = local_files_setup(images, tmp_path / "bdd100k")
+    assert setup == {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+                     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path / "bdd100k"),
+                     "storage_path": str(images), "url_prefix": "/data/local-files/?d=images/100k/train/"}
+    # images outside the data root (explicit paths): their parent is the document root
+    assert local_files_setup(images, tmp_path / "elsewhere")["url_prefix"] == "/data/local-files/?d=train/"
+    warning = empty_prefix_warning(images, tmp_path / "bdd100k")
+    assert warning.startswith("warning: annotation_url_prefix is empty")
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={tmp_path / 'bdd100k'}" in warning
+    assert "--annotation-url-prefix '/data/local-files/?d=images/100k/train/'" in warning

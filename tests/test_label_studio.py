@@ -300,16 +300,19 @@ def test_label_studio_round_trip(tracking):
             image = ls.call("GET", t["data"]["image"])
             assert image.headers["content-type"].startswith("image/"), t["data"]
             assert image.content == (data / "images" / "100k" / "train" / t["data"]["name"]).read_bytes()
+        # ... and only files under a project's storage are served (why the README adds one)
+        outside = ls.http.get(f"{base}/data/local-files/", params={"d": "labels/det_20/det_train.json"}, timeout=60)
+        assert outside.status_code in (403, 404), outside.status_code
 
         plan = annotate(ls, tasks)
         expected = plan["expected"]
         exports = {"json": ls.export(project, "JSON"), "json_min": ls.export(project, "JSON_MIN"),
-                   "coco_zip": ls.export(project, "COCO")}
+                   "coco_zip": ls.export(project, "COCO"), "coco_with_images": ls.export(project, "COCO_WITH_IMAGES")}
         with zipfile.ZipFile(io.BytesIO(exports["coco_zip"])) as zf:
             exports["coco_result_json"] = zf.read("result.json")
         files = {}
         for key, content in exports.items():
-            files[key] = root / f"export-{key}{'.zip' if key == 'coco_zip' else '.json'}"
+            files[key] = root / f"export-{key}{'.zip' if key.startswith('coco_') and 'json' not in key else '.json'}"
             files[key].write_bytes(content)
 
         selected = [t["data"]["name"] for t in alod_tasks]
@@ -319,6 +322,11 @@ def test_label_studio_round_trip(tracking):
         assert read_export(files["json"], selected).not_annotated == [plan["skipped"]]
         assert read_export(files["json"], selected).cancelled == 1
         assert read_export(files["coco_zip"], selected).renamed  # ../<folder>/images/100k/train/<name>
+        with zipfile.ZipFile(files["coco_with_images"]) as zf:  # the images travel in the zip, alod reads the JSON
+            assert len([n for n in zf.namelist() if n.startswith("images/") and not n.endswith("/")]) == 5
+        renamed = read_export(files["coco_with_images"], selected).renamed
+        assert len(renamed) == 5 and all(re.fullmatch(r"images/[0-9a-f]{8}__" + re.escape(v), k)
+                                         for k, v in renamed.items()), renamed
 
         def import_labels(path, *extra):
             return alod("import-labels", run_id, path, "--work-dir", work, *extra)
@@ -328,7 +336,7 @@ def test_label_studio_round_trip(tracking):
         assert "1 image(s) came back with no boxes" in out and repr(plan["empty"]) in out
         assert "1 image(s) in the file were not annotated (1 annotation(s) skipped in Label Studio)" in out
         assert f"1 selected image(s) still without labels, e.g. {plan['skipped']!r}" in out and "keeps waiting" in out
-        for key in ("json_min", "coco_zip", "coco_result_json"):
+        for key in ("json_min", "coco_zip", "coco_result_json", "coco_with_images"):
             out = import_labels(files[key])
             assert "0 image(s) added, 5 already imported with identical labels" in out, (key, out)
         assert "matched to a selected image by file name" in out

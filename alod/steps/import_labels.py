@@ -43,7 +43,7 @@ def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".a
     report = annotation.merge_labels(store, found.frames, requested, replace=replace, source=str(labels))
     report.skipped_boxes, report.format, report.cancelled = found.skipped_boxes, found.format, found.cancelled
     report.renamed = {**found.renamed, **report.renamed}
-    report.not_annotated = [n for n in found.not_annotated if n not in store]
+    report.not_annotated = [n for n in found.not_annotated if n in requested and n not in store]
 
     local = label_store_path(run_id, work)
     store.save(local)
