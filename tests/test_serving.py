@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -190,3 +191,38 @@ def test_bad_rows_answer_400_with_row_and_reason(server, data, expected):
 def test_readme_serves_with_make_serve():
     readme = (REPO / "README.md").read_text()
     assert "make serve" in readme
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data worth decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_too_large_and_wrong_inputs_are_refused_by_row(registered, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import entrypoints.pyfunc_detector as served
+
+    model = mlflow.pyfunc.load_model("models:/alod-detector@champion")
+    ok = _jpeg(0)
+    cases = [
+        ([ok, _png_header(20000, 20000)], "row 1: image too large"),
+        ([ok, ok, "not base64!"], "row 2: `image` is text but not base64"),
+    ]
+    for images, expected in cases:
+        with pytest.raises(MlflowException, match=re.escape(expected)) as info:
+            model.predict(pd.DataFrame({"image": images}))
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    # the byte limit, checked before anything is decoded
+    with pytest.raises(MlflowException, match=r"row 0: image too large: \d+ bytes"):
+        served.image_bytes(b"x" * (served.MAX_IMAGE_BYTES + 1), 0)
+    with pytest.raises(MlflowException, match="send at most"):
+        served.check_columns(pd.DataFrame({"image": [ok] * (served.MAX_ROWS + 1)}))
