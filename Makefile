@@ -30,13 +30,15 @@ test: setup
 test-fast: setup
 	$(PYTEST) -m "not slow"
 
-# The embedded default: synthetic BDD100K-format scenes, the tiny CPU detector,
-# local SQLite tracking, two samplers compared.
+# The embedded default: synthetic BDD100K-format target scenes, the tiny CPU detector starting
+# from its shipped weights (trained on the synthetic source domain), local SQLite tracking, the
+# study's protocol (pretrain: the starting weights as they are; rank from the registry; cycles
+# that reset to the starting weights), random against entropy.
 demo: setup
-	$(ALOD) synth $(DEMO_DATA) --train 400 --val 100 --seed 0
-	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,boxcount --seeds 0 \
-		--fraction 0.5 --pretrain-epochs 3 --epochs 3 --batch-size 4 --lr 0.16 \
-		--cycles 4 --per-cycle 50 --batches 4 --batch-images 100 --workers 0 --experiment-name alod-demo
+	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0
+	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,entropy --seeds 0 \
+		--pretrain-epochs 0 --epochs 1 --min-iterations 150 --batch-size 4 --lr 0.04 \
+		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --workers 0 --experiment-name alod-demo
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 	@echo "then http://127.0.0.1:5000 -> Model training -> experiment alod-demo -> select the cycle runs -> Chart view (mAP50 by step)."

@@ -262,6 +262,8 @@ def _fixed_backbone_blocks(body: nn.Module) -> list[nn.Module]:
         trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:PRETRAINED_TRAINABLE_STAGES]
         return [m for n, m in children.items() if n not in trainable]
     blocks = list(children.values())  # mobilenet features, as torchvision's _mobilenet_extractor counts stages
+    if not any(getattr(b, "_is_cn", False) for b in blocks):
+        return []  # not a torchvision backbone (e.g. tiny): which stages train is the caller's choice
     stages = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
     return blocks[:stages[len(stages) - PRETRAINED_TRAINABLE_STAGES]]
 
@@ -310,6 +312,35 @@ def load_weights(model: nn.Module, weights: str | Path, *, finetune: bool = Fals
     obj = _torch_load(weights)
     load_state_strict(model, _state_dict_of(obj, str(weights)), source=str(weights), finetune=finetune)
     return model
+
+
+def freeze_backbone_stages(model: nn.Module, stages: int) -> list[str]:
+    """Stop training the first `stages` blocks of the backbone body (a fine-tuning choice).
+
+    Their parameters stop receiving gradients and their BatchNorm layers become
+    FrozenBatchNorm2d with the same statistics, so a few target images cannot
+    shift what the starting weights learned there. Returns the frozen block names."""
+    body = getattr(getattr(unwrap(model), "backbone", None), "body", None)
+    if stages <= 0:
+        return []
+    if body is None:
+        raise ValueError(f"{type(unwrap(model)).__name__} has no backbone.body whose stages could be frozen")
+    blocks = list(body.named_children())
+    if stages > len(blocks):
+        raise ValueError(f"cannot freeze {stages} backbone stages: the body has {len(blocks)} "
+                         f"({', '.join(n for n, _ in blocks)})")
+    frozen = []
+    for name, block in blocks[:stages]:
+        for sub, module in list(block.named_modules()):
+            if isinstance(module, nn.BatchNorm2d):
+                fb = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(fb, key).copy_(getattr(module, key).detach())
+                parent, _, child = sub.rpartition(".")
+                setattr(block.get_submodule(parent) if parent else block, child, fb)
+        block.requires_grad_(False)
+        frozen.append(name)
+    return frozen
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -27,13 +27,16 @@ def compare_table(curves: pd.DataFrame, *, target_fraction: float = 0.95) -> pd.
     """curves: rows (sampler, seed, cycle, labeled_images, mAP50) -> one row per sampler.
 
     Columns: mAP50 at each cycle (mean ± spread over seeds), area under the curve,
-    and labeled images needed to reach `target_fraction` of the best final mAP50.
+    labeled images needed to reach `target_fraction` of the best final mAP50 and,
+    when random ran, to reach random's final mAP50 (what a sampler saves over it).
     """
     if curves.empty:
         return pd.DataFrame()
     last = curves.sort_values("cycle").groupby(["sampler", "seed"]).tail(1)
-    best_final = last.groupby("sampler")["mAP50"].mean().max()
+    finals = last.groupby("sampler")["mAP50"].mean()
+    best_final = finals.max()
     target = target_fraction * best_final
+    random_final = finals.get("random")
     rows = []
     for sampler, group in curves.groupby("sampler", sort=True):
         per_seed = []
@@ -46,10 +49,21 @@ def compare_table(curves: pd.DataFrame, *, target_fraction: float = 0.95) -> pd.
         for cycle, g in group.groupby("cycle"):
             row[f"mAP50@{int(g['labeled_images'].mean())}"] = _fmt(g["mAP50"])
         row["AUC"] = _fmt(pd.Series(aucs))
-        row[f"labels_to_{int(target_fraction * 100)}%"] = (
-            f"{np.nanmean(needed):.0f}" if np.isfinite(needed).any() else "not reached")
+        row[f"labels_to_{int(target_fraction * 100)}%"] = _mean_reached(needed)
+        if random_final is not None:
+            row["labels_to_random_final"] = _mean_reached(np.array(
+                [labels_to_reach(g["labeled_images"], g["mAP50"], random_final) for _s, g in group.groupby("seed")]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean_reached(needed: np.ndarray) -> str:
+    """Mean labels over the seeds that reached a target ("not reached" if none; how many did, if not all)."""
+    if not np.isfinite(needed).any():
+        return "not reached"
+    text = f"{np.nanmean(needed):.0f}"
+    reached = int(np.isfinite(needed).sum())
+    return text if reached == len(needed) else f"{text} ({reached}/{len(needed)} seeds)"
 
 
 def _fmt(values: pd.Series) -> str:
@@ -57,3 +71,12 @@ def _fmt(values: pd.Series) -> str:
     if len(values) > 1:
         return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
     return f"{values.mean():.4f}"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    return "\n".join(lines)

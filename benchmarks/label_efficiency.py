@@ -1,49 +1,54 @@
-"""Label efficiency: test mAP50 of every sampler against labels bought, beside a model trained on the whole pool.
+"""Label efficiency: test mAP50 of every sampler against labels bought, beside zero labels and the whole pool.
 
-On synthetic BDD100K-format scenes with three disjoint splits: `train` is the
+The headline setting (default) is transfer, as real use is: the detector
+starts from weights trained elsewhere (COCO for BDD100K; here the tiny
+detector's shipped starting weights, trained on the synthetic *source* domain)
+and the pool is the *target* domain, which holds classes and conditions the
+source lacks (riders, signs, rare vehicles; night, rain, fog, snow). Every
+cycle resets the detector to the starting weights and fine-tunes it on the
+labeled images. `--from-scratch` keeps the earlier setting (random init, a
+smaller pool), where the tiny detector learns little from a few hundred images.
+
+Synthetic BDD100K-format scenes with three disjoint splits: `train` is the
 unlabeled pool the oracle reveals, `val` is what the cycle step evaluates on
-(the MLflow `mAP50` metric; the split for any choice one tunes: `--tune-epochs`),
-`test` is used for the reported numbers only and is never used to choose
-anything. Every sampler runs over several seeds with the same budget schedule
-(`--cycles` x `--per-cycle` images), in one MLflow experiment, one cycle run
-per sampler x seed (`alod.steps.cycle.run_cycles`). After each cycle run the
-benchmark evaluates that run's cycle checkpoints on `test` and logs
-`test_mAP50` / `test_mAP50_95` on the cycle run (`step` = cycle). The reference,
-per seed, is the same detector trained on the whole pool for the same epochs
-(a `pretrain` run with fraction 1, tagged `alod.role=full_pool_reference`).
+(the MLflow `mAP50` metric; the split for any choice one tunes), `test` is used
+for the reported numbers only and is never used to choose anything. Every
+sampler runs over several seeds with the same budget schedule (`--cycles` x
+`--per-cycle` images), for each protocol in `--protocols`: `pool` re-scores the
+whole remaining pool with the current model every cycle; `batches` is the
+original study's (the `pretrain` model ranks the pool once, cycle n unveils the
+top k of batch n; with `--pretrain-epochs 0`, the default in transfer, the
+ranking model is the starting weights themselves, as a COCO model would rank
+BDD100K). After each cycle run the benchmark evaluates that run's cycle
+checkpoints on `test` and logs `test_mAP50` / `test_mAP50_95` on the cycle run
+(`step` = cycle), and per class and per condition for the final cycle.
 
-    python benchmarks/label_efficiency.py [--out DIR] [--small] [--samplers random,boxcount,...]
-        [--seeds 0,1,2] [--train 200 --val 40 --test 80] [--cycles 4 --per-cycle 10] [--epochs 8]
-        [--protocol pool|batches] [--tune-epochs 4,8,12] [--experiment alod-label-efficiency]
+References, per seed, on test: zero labels (the starting weights alone: a
+`pretrain` run with 0 epochs, tagged `alod.role=zero_label_reference`) and the
+full pool (the same recipe on every pool image for `--reference-epochs`,
+`alod.role=full_pool_reference`). The loop's cost is compared too: with
+`--warm-start-samplers`, those samplers also run with the detector kept
+between cycles (reset=false) and `--warm-start-iterations` SGD steps per cycle.
 
-Protocols: `pool` (default) re-scores the whole remaining pool with the current
-model every cycle; `batches` is the original study's (pretrain on
-`--pretrain-fraction` of the pool, rank once, cycle n unveils the top k of
-batch n; one pretrain per seed, one ranking per sampler x seed).
+    python benchmarks/label_efficiency.py [--out DIR] [--small | --from-scratch] [--protocols pool,batches]
+        [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 500 --val 100 --test 400]
+        [--cycles 4 --per-cycle 25] [--epochs 1 --min-iterations 150] [--lr 0.04] [--threads 1]
 
 Printed and written to OUT (default ./label-efficiency): `table.md` /
-`table.csv` (test mAP50 at each budget, mean ± std over seeds; area under the
-learning curve, normalised so it reads as mean mAP50 over the budget range; the
-fraction of the pool needed to reach 95 % of the full-pool test mAP50),
-`verdict.txt` (does the best sampler beat random at equal budget by more than
-the spread over seeds? is the bar "95 % of full pool with <= 20 % labeled" met?),
+`table.csv` (per protocol: test mAP50 at each budget, mean ± std over seeds;
+area under the learning curve, normalised so it reads as mean mAP50 over the
+budget range; the fraction of the pool needed to reach 95 % of the full-pool
+test mAP50; training image-iterations), `breakdown.csv` (final test AP50 per
+class and per condition), `cost.csv` (reset against warm start), `verdict.txt`
+(does the best sampler beat random at equal budget by more than the spread
+over seeds? is the bar "95 % of full pool with <= 20 % labeled" met?),
 `curves.csv`, `reference.csv`, `learning_curve.png`, `summary.json`. The same
 files are logged to a `benchmark` run in the experiment. MLflow goes to
 $MLFLOW_TRACKING_URI (default sqlite:///mlflow.db; artifacts under ./mlruns).
-A finished cycle / pretrain / rank run with identical parameters and code is
-reused, so an interrupted benchmark restarts where it stopped (`--fresh`: never).
+A finished run with identical parameters and code is reused, so an
+interrupted benchmark restarts where it stopped (`--fresh`: never).
 
-Settings and run times (tiny detector, CPU, workers 0, batch 4, lr 0.16):
-
-* `--small` (CI): 40 train / 12 val / 12 test, random + boxcount, 1 seed,
-  2 cycles x 8 images, 1 epoch: about 1 minute on 2 cores.
-* defaults: 200 train / 40 val / 80 test, six samplers (random, boxcount,
-  entropy, margin, coreset, hybrid) x 3 seeds, 4 cycles x 10 images (5..20 %
-  of the pool), 8 epochs, + 3 full-pool references (200 images x 8 epochs):
-  about 40 minutes on 2 cores with `--threads 1` (measured while other jobs
-  shared them, load ~3: a reference 2.2 min, a cycle run 1.4-1.7 min). Use
-  `--threads 1` on a shared machine: 2 OpenMP threads on oversubscribed cores
-  were up to 10x slower here; on idle cores 2 threads gain ~20 %.
+Measured settings and times are in the README (Benchmarks: label efficiency).
 """
 
 from __future__ import annotations
@@ -61,75 +66,104 @@ import torch
 
 from alod import tracking
 from alod.engine.infer import predict_all
-from alod.report import curve_auc, labels_to_reach
+from alod.report import curve_auc, labels_to_reach, markdown_table
 from alod.steps.common import load_split
 
-DEFAULT_SAMPLERS = ("random", "boxcount", "entropy", "margin", "coreset", "hybrid")
+DEFAULT_SAMPLERS = ("random", "boxcount", "entropy", "coreset", "hybrid")
 EXPERIMENT = "alod-label-efficiency"
 REFERENCE = "full pool (reference)"
+ZERO = "zero labels (starting weights)"
 BAR_FRACTION = 0.20  # the issue's bar: 95 % of full-pool mAP50 with at most 20 % of the pool
+# Metric-name-safe condition names (MLflow allows no commas) -> (attribute, values).
+CONDITIONS = {"daytime": ("timeofday", {"daytime"}), "night": ("timeofday", {"night"}),
+              "dawn-dusk": ("timeofday", {"dawn/dusk"}),
+              "clear or cloudy": ("weather", {"clear", "partly cloudy", "overcast"}),
+              "rain fog or snow": ("weather", {"rainy", "foggy", "snowy"})}
 
 # Values of the options a setting fills in when the command line leaves them out.
-FULL = {"train": 200, "val": 40, "test": 80, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
-        "cycles": 4, "per_cycle": 10, "epochs": 8, "min_iterations": 0}
-SMALL = {"train": 40, "val": 12, "test": 12, "samplers": "random,boxcount", "seeds": "0",
-         "cycles": 2, "per_cycle": 8, "epochs": 1, "min_iterations": 3}
+TRANSFER = {"train": 500, "val": 100, "test": 400, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
+            "protocols": "pool,batches", "cycles": 4, "per_cycle": 25, "epochs": 1, "min_iterations": 150,
+            "lr": 0.04, "reference_epochs": 6, "pretrain_epochs": 0, "weights": None,
+            "warm_start_samplers": "random", "warm_start_iterations": 50}
+FROM_SCRATCH = {"train": 200, "val": 40, "test": 80, "samplers": "random,boxcount,entropy,margin,coreset,hybrid",
+                "seeds": "0,1,2", "protocols": "pool", "cycles": 4, "per_cycle": 10, "epochs": 8,
+                "min_iterations": 0, "lr": 0.16, "reference_epochs": 8, "pretrain_epochs": 8, "weights": "none",
+                "warm_start_samplers": "", "warm_start_iterations": 0}
+SMALL = {"train": 40, "val": 12, "test": 12, "samplers": "random,boxcount", "seeds": "0", "protocols": "pool",
+         "cycles": 2, "per_cycle": 8, "epochs": 1, "min_iterations": 3, "lr": 0.04, "reference_epochs": 1,
+         "pretrain_epochs": 0, "weights": None, "warm_start_samplers": "", "warm_start_iterations": 2}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="label-efficiency", help="folder for data, checkpoints and results")
-    parser.add_argument("--small", action="store_true", help="the CI-size setting (about a minute)")
+    setting = parser.add_mutually_exclusive_group()
+    setting.add_argument("--small", action="store_true", help="the CI-size setting (about a minute)")
+    setting.add_argument("--from-scratch", action="store_true",
+                         help="the earlier setting: random init (no starting weights), 200-image pool")
     parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--data", default=None,
                         help="an existing data root with train, val and test splits (default: synthesize into OUT/data)")
-    size = parser.add_argument_group("data and budget (defaults: the full setting; --small: the CI setting)")
-    size.add_argument("--train", type=int, help=f"pool images (full {FULL['train']})")
-    size.add_argument("--val", type=int, help=f"val images (full {FULL['val']})")
-    size.add_argument("--test", type=int, help=f"test images (full {FULL['test']})")
-    size.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic scenes")
-    size.add_argument("--samplers", help=f"comma-separated (full {FULL['samplers']}); see `alod samplers`")
-    size.add_argument("--seeds", help=f"comma-separated run seeds: init, cycle-1 pick, shuffling (full {FULL['seeds']})")
-    size.add_argument("--cycles", type=int, help=f"cycles (full {FULL['cycles']})")
-    size.add_argument("--per-cycle", type=int, help=f"images unveiled per cycle (full {FULL['per_cycle']})")
-    size.add_argument("--epochs", type=int, help=f"epochs per cycle and for the full-pool reference (full {FULL['epochs']})")
+    size = parser.add_argument_group("data and budget (defaults: the transfer setting; --small, --from-scratch: theirs)")
+    size.add_argument("--train", type=int, help=f"pool images (transfer {TRANSFER['train']})")
+    size.add_argument("--val", type=int, help=f"val images (transfer {TRANSFER['val']})")
+    size.add_argument("--test", type=int, help=f"test images (transfer {TRANSFER['test']})")
+    size.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic target scenes")
+    size.add_argument("--samplers", help=f"comma-separated (transfer {TRANSFER['samplers']}); see `alod samplers`")
+    size.add_argument("--seeds", help=f"comma-separated run seeds: cycle-1 pick, shuffling (transfer {TRANSFER['seeds']})")
+    size.add_argument("--protocols", help=f"comma-separated: pool, batches (transfer {TRANSFER['protocols']})")
+    size.add_argument("--cycles", type=int, help=f"cycles (transfer {TRANSFER['cycles']})")
+    size.add_argument("--per-cycle", type=int, help=f"images unveiled per cycle (transfer {TRANSFER['per_cycle']})")
+    size.add_argument("--epochs", type=int, help=f"epochs per cycle (transfer {TRANSFER['epochs']})")
     size.add_argument("--min-iterations", type=int,
-                      help=f"at least this many SGD steps per cycle (full {FULL['min_iterations']}): "
+                      help=f"at least this many SGD steps per cycle (transfer {TRANSFER['min_iterations']}): "
                            "without it the first, small cycles barely train and every sampler looks like random")
+    size.add_argument("--reference-epochs", type=int,
+                      help=f"epochs of the full-pool reference (transfer {TRANSFER['reference_epochs']})")
     train = parser.add_argument_group("training")
-    train.add_argument("--protocol", choices=("pool", "batches"), default="pool")
-    train.add_argument("--pretrain-fraction", type=float, default=0.3, help="batches protocol: pretrain fraction")
-    train.add_argument("--pretrain-epochs", type=int, help="batches protocol: pretrain epochs (default: --epochs)")
+    train.add_argument("--pretrain-fraction", type=float, default=0.3,
+                       help="batches protocol: pretrain fraction (unused with --pretrain-epochs 0)")
+    train.add_argument("--pretrain-epochs", type=int,
+                       help="batches protocol: epochs of the ranking model (0: the starting weights rank)")
     train.add_argument("--tune-epochs", default=None,
                        help="comma-separated candidates: train the full pool with each (seed of --seeds' first), "
-                            "keep the one with the best *val* mAP50 for everything")
-    train.add_argument("--warm-start", action="store_true", help="keep the detector between cycles (reset=false)")
+                            "keep the one with the best *val* mAP50 for the reference")
+    train.add_argument("--warm-start-samplers",
+                       help="comma-separated samplers also run with the detector kept between cycles (pool protocol)")
+    train.add_argument("--warm-start-iterations", type=int, help="SGD steps per warm-started cycle")
     train.add_argument("--arch", default="tiny")
     train.add_argument("--weights", default=None,
-                       help="local initial weights (e.g. COCO-pretrained) for every cycle and the reference")
+                       help="starting weights for every cycle and the references (default: the arch's shipped "
+                            "ones; 'none': random init)")
     train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--lr", type=float, default=0.16, help="for a total batch of 16 (scaled: 0.04 at batch 4)")
+    train.add_argument("--lr", type=float, help="for a total batch of 16 (scaled: 0.01 at batch 4 for 0.04)")
     train.add_argument("--eval-batch-size", type=int, default=8)
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     train.add_argument("--target", type=float, default=0.95, help="fraction of the full-pool mAP50 to reach")
     train.add_argument("--fresh", action="store_true", help="never reuse finished runs")
     args = parser.parse_args(argv)
-    preset = SMALL if args.small else FULL
+    preset = SMALL if args.small else FROM_SCRATCH if args.from_scratch else TRANSFER
+    args.setting = "small" if args.small else "from scratch" if args.from_scratch else "transfer"
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.pretrain_epochs is None:
-        args.pretrain_epochs = args.epochs
     args.samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    args.protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
+    args.warm_start_samplers = [s.strip() for s in args.warm_start_samplers.split(",") if s.strip()]
     if len(set(args.samplers)) != len(args.samplers) or not args.samplers:
         parser.error(f"--samplers must name distinct samplers, got {args.samplers}")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct integers, got {args.seeds}")
+    if not args.protocols or not set(args.protocols) <= {"pool", "batches"}:
+        parser.error(f"--protocols must be pool and/or batches, got {args.protocols}")
     if args.cycles * args.per_cycle > args.train:
         parser.error(f"budget {args.cycles} x {args.per_cycle} exceeds the pool of {args.train} images")
+    from alod.starting_weights import weights_choice
+
+    args.weights = weights_choice(args.arch, args.weights)
     return args
 
 
@@ -150,13 +184,27 @@ def _reuse_or_run(args, step: str, params: dict, run) -> tuple[str, bool]:
 
 
 def _evaluate_checkpoint(path: Path, split, args):
+    """(EvalResult, predictions) of a checkpoint on a split."""
     from alod.engine.evaluate import evaluate
     from alod.models import detector_from_checkpoint
 
     model = detector_from_checkpoint(path)
     preds = predict_all(model, split.frames, split.images, device=torch.device("cpu"),
                         batch_size=args.eval_batch_size, workers=args.workers)
-    return evaluate(split.frames, preds)
+    return evaluate(split.frames, preds), preds
+
+
+def breakdown(split, preds, result) -> dict[str, float]:
+    """Test AP50 per class and mAP50 per condition (time of day, weather) of one model's predictions."""
+    from alod.engine.evaluate import evaluate
+
+    out = {f"test_AP50.{k}": v for k, v in result.ap50_per_class.items()}
+    by_name = {f.name: f for f in preds}
+    for name, (attribute, values) in CONDITIONS.items():
+        frames = [f for f in split.frames if f.attributes.get(attribute) in values]
+        if frames:
+            out[f"test_mAP50.{name}"] = evaluate(frames, [by_name[f.name] for f in frames if f.name in by_name]).mAP50
+    return out
 
 
 def _checkpoint(run_id: str, work: Path, local: str, child_tags: dict | None, artifact: str) -> Path:
@@ -168,48 +216,63 @@ def _checkpoint(run_id: str, work: Path, local: str, child_tags: dict | None, ar
     return tracking.download_run_artifact(source, artifact, work / "downloads" / run_id)
 
 
-def log_test_metrics(run_id: str, step_name: str, results: dict[int, object], tags: dict | None = None) -> None:
+def log_test_metrics(run_id: str, step_name: str, results: dict[int, object], tags: dict | None = None,
+                     extra: dict | None = None) -> None:
     """test_mAP50 / test_mAP50_95 on an existing run, `step` = cycle (or epochs for a reference)."""
     with tracking.run(step_name, run_id=run_id):
         if tags:
             tracking.set_tags(tags)
         for step, r in results.items():
             tracking.log_metrics({"test_mAP50": r.mAP50, "test_mAP50_95": r.mAP50_95}, step=step)
+        if extra:
+            tracking.log_metrics(extra, step=max(results))
+
+
+def _logged_breakdown(run_id: str) -> dict[str, float]:
+    metrics = tracking.get_run(run_id).data.metrics
+    return {k: v for k, v in metrics.items() if k.startswith(("test_AP50.", "test_mAP50."))}
 
 
 def test_curve(run_id: str, args, test, work: Path) -> dict[int, float]:
-    """Test mAP50 of every cycle checkpoint of a cycle run (evaluated once, then read back)."""
+    """Test mAP50 of every cycle checkpoint of a cycle run (evaluated once, then read back);
+    the final cycle's per-class and per-condition AP50 are logged beside it."""
     done = tracking.metric_steps(run_id, "test_mAP50")
     todo = [c for c in range(1, args.cycles + 1) if c not in done]
-    results = {}
+    results, extra = {}, None
     for cycle in todo:
         name = f"cycle_{cycle:03d}.pt"
         ckpt = _checkpoint(run_id, work, name, {"alod.cycle": cycle}, f"checkpoints/{name}")
-        results[cycle] = _evaluate_checkpoint(ckpt, test, args)
+        results[cycle], preds = _evaluate_checkpoint(ckpt, test, args)
+        if cycle == args.cycles:
+            extra = breakdown(test, preds, results[cycle])
     if results:
-        log_test_metrics(run_id, "cycle", results)
+        log_test_metrics(run_id, "cycle", results, extra=extra)
     return {**done, **{c: r.mAP50 for c, r in results.items()}}
 
 
-def full_pool_reference(args, seed: int, epochs: int, data: Path, work: Path, test) -> dict:
+def reference_run(args, seed: int, epochs: int, data: Path, work: Path, test, role: str) -> dict:
+    """A `pretrain` run on the whole pool (`epochs` > 0) or the starting weights as they are (0), on test."""
     from alod.steps.pretrain import PretrainParams, run_pretrain
 
     p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=1.0, epochs=epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=seed, workers=args.workers,
-                       eval_batch_size=args.eval_batch_size, eval_every=epochs, register=False, experiment=args.experiment, work_dir=str(work))
+                       eval_batch_size=args.eval_batch_size, eval_every=max(1, epochs), register=False,
+                       experiment=args.experiment, work_dir=str(work))
     started = time.perf_counter()
     run_id, reused = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
     seconds = time.perf_counter() - started
     val = tracking.metric_steps(run_id, "mAP50").get(epochs, float("nan"))
     test_map = tracking.metric_steps(run_id, "test_mAP50").get(epochs)
     if test_map is None:
-        result = _evaluate_checkpoint(_checkpoint(run_id, work, "pretrained.pt", None, "checkpoints/pretrained.pt"),
-                                      test, args)
+        result, preds = _evaluate_checkpoint(
+            _checkpoint(run_id, work, "pretrained.pt", None, "checkpoints/pretrained.pt"), test, args)
         log_test_metrics(run_id, "pretrain", {epochs: result},
-                         tags={"alod.benchmark": "label_efficiency", "alod.role": "full_pool_reference"})
+                         tags={"alod.benchmark": "label_efficiency", "alod.role": role},
+                         extra=breakdown(test, preds, result))
         test_map = result.mAP50
-    return {"run_id": run_id, "seed": seed, "epochs": epochs, "val_mAP50": val, "test_mAP50": test_map,
-            "seconds": seconds, "reused": reused}
+    return {"run_id": run_id, "role": role, "seed": seed, "epochs": epochs, "val_mAP50": val,
+            "test_mAP50": test_map, "train_image_iterations": epochs * args.train, "seconds": seconds,
+            "reused": reused, **_logged_breakdown(run_id)}
 
 
 def tune_epochs(args, data: Path, work: Path, test, started: float) -> int:
@@ -217,7 +280,7 @@ def tune_epochs(args, data: Path, work: Path, test, started: float) -> int:
     candidates = [int(e) for e in args.tune_epochs.split(",") if e.strip()]
     scores = {}
     for epochs in candidates:
-        ref = full_pool_reference(args, args.seeds[0], epochs, data, work, test)
+        ref = reference_run(args, args.seeds[0], epochs, data, work, test, "full_pool_reference")
         scores[epochs] = ref["val_mAP50"]
         print(f"{_stamp(started)} tune: {epochs} epochs -> full-pool val mAP50 {scores[epochs]:.4f}", flush=True)
     best = max(candidates, key=lambda e: (np.nan_to_num(scores[e], nan=-1.0), -e))
@@ -233,7 +296,7 @@ def batches_ranking(args, sampler: str, seed: int, data: Path, work: Path, pretr
         p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=args.pretrain_fraction,
                            epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                            workers=args.workers, eval_batch_size=args.eval_batch_size,
-                           eval_every=args.pretrain_epochs, register=True, experiment=args.experiment,
+                           eval_every=max(1, args.pretrain_epochs), register=True, experiment=args.experiment,
                            work_dir=str(work))
         pre_id, _ = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
         pretrained[seed] = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
@@ -245,15 +308,17 @@ def batches_ranking(args, sampler: str, seed: int, data: Path, work: Path, pretr
     return rank_id
 
 
-def cycle_run(args, sampler: str, seed: int, epochs: int, data: Path, work: Path, ranking: str | None) -> tuple[str, bool]:
+def cycle_run(args, sampler: str, seed: int, protocol: str, data: Path, work: Path, ranking: str | None,
+              reset: bool = True) -> tuple[str, bool]:
     from alod.steps.cycle import CycleParams, run_cycles
 
-    p = CycleParams(data=str(data), ranking=ranking, sampler=sampler, protocol=args.protocol, cycles=args.cycles,
-                    per_cycle=args.per_cycle, epochs=epochs, min_iterations=args.min_iterations, arch=args.arch,
-                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=not args.warm_start, weights=args.weights,
-                    workers=args.workers,
-                    eval_batch_size=args.eval_batch_size, register=False, experiment=args.experiment,
-                    work_dir=str(work), extra_tags={"alod.benchmark": "label_efficiency"})
+    p = CycleParams(data=str(data), ranking=ranking, sampler=sampler, protocol=protocol, cycles=args.cycles,
+                    per_cycle=args.per_cycle, epochs=args.epochs,
+                    min_iterations=args.min_iterations if reset else args.warm_start_iterations, arch=args.arch,
+                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=reset, weights=args.weights,
+                    workers=args.workers, eval_batch_size=args.eval_batch_size, register=False,
+                    experiment=args.experiment, work_dir=str(work),
+                    extra_tags={"alod.benchmark": "label_efficiency"})
     return _reuse_or_run(args, "cycle", p.logged_params(), lambda: run_cycles(p))
 
 
@@ -284,15 +349,19 @@ def per_seed_stats(curves: pd.DataFrame, pool: int, target: float) -> pd.DataFra
     for (sampler, seed), g in curves.groupby(["sampler", "seed"], sort=False):
         needed = labels_to_reach(g["labeled_images"], g["test_mAP50"], target)
         rows.append({"sampler": sampler, "seed": seed, "auc": curve_auc(g["labeled_images"], g["test_mAP50"]),
-                     "fraction_to_target": needed / pool if np.isfinite(needed) else float("nan")})
-    return pd.DataFrame(rows, columns=["sampler", "seed", "auc", "fraction_to_target"])
+                     "fraction_to_target": needed / pool if np.isfinite(needed) else float("nan"),
+                     "train_image_iterations": g["train_image_iterations"].sum()})
+    return pd.DataFrame(rows, columns=["sampler", "seed", "auc", "fraction_to_target", "train_image_iterations"])
 
 
 def comparison_table(curves: pd.DataFrame, refs: pd.DataFrame, samplers, pool: int,
                      target_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """Rows: every sampler (in the order asked) and the full-pool reference; columns: test mAP50
-    at each budget (mean ± std over seeds), AUC, fraction of the pool to reach target x full pool."""
-    ref_mean = _mean_std(refs["test_mAP50"])[0]
+    """Rows: every sampler (in the order asked), the zero-label and the full-pool reference; columns:
+    test mAP50 at each budget (mean ± std over seeds), AUC, fraction of the pool to reach target x full
+    pool, training image-iterations of the whole run."""
+    full = refs[refs["role"] == "full_pool_reference"]
+    zero = refs[refs["role"] == "zero_label_reference"]
+    ref_mean = _mean_std(full["test_mAP50"])[0]
     target = target_fraction * ref_mean
     stats = per_seed_stats(curves, pool, target)
     budgets = sorted(curves["labeled_images"].unique())
@@ -300,10 +369,17 @@ def comparison_table(curves: pd.DataFrame, refs: pd.DataFrame, samplers, pool: i
     pct = round(100 * target_fraction)
     reach_col = f"pool to {pct} % of full"
     rows = []
+    blank = {_budget_label(b, pool): "—" for b in budgets}
+    if not zero.empty:
+        rows.append({"sampler": ZERO, "seeds": zero["seed"].nunique(), _budget_label(0, pool): _fmt(zero["test_mAP50"]),
+                     **blank, _budget_label(pool, pool): "—", "AUC": "—", reach_col: "—",
+                     "train image-iterations": "0"})
     for sampler in samplers:
         g = curves[curves["sampler"] == sampler]
         s = stats[stats["sampler"] == sampler]
         row = {"sampler": sampler, "seeds": g["seed"].nunique()}
+        if not zero.empty:
+            row[_budget_label(0, pool)] = "—"
         for b in budgets:
             row[_budget_label(b, pool)] = _fmt(g.loc[g["labeled_images"] == b, "test_mAP50"])
         row[_budget_label(pool, pool)] = "—"
@@ -316,21 +392,31 @@ def comparison_table(curves: pd.DataFrame, refs: pd.DataFrame, samplers, pool: i
             if len(reached) < len(s):
                 text += f" ({len(reached)}/{len(s)} seeds; others > {100 * max_fraction:.0f} %)"
             row[reach_col] = text
+        row["train image-iterations"] = f"{s['train_image_iterations'].mean():.0f}"
         rows.append(row)
-    ref_row = {"sampler": REFERENCE, "seeds": refs["seed"].nunique()}
-    for b in budgets:
-        ref_row[_budget_label(b, pool)] = "—"
-    ref_row[_budget_label(pool, pool)] = _fmt(refs["test_mAP50"])
+    ref_row = {"sampler": REFERENCE, "seeds": full["seed"].nunique(), **blank}
+    if not zero.empty:
+        ref_row[_budget_label(0, pool)] = "—"
+    ref_row[_budget_label(pool, pool)] = _fmt(full["test_mAP50"])
     ref_row["AUC"] = "—"
     ref_row[reach_col] = "100 %"
+    ref_row["train image-iterations"] = f"{full['train_image_iterations'].mean():.0f}"
     rows.append(ref_row)
     return pd.DataFrame(rows), stats, target
 
 
 def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, target: float,
-            target_fraction: float) -> list[str]:
+            target_fraction: float, zero: float = float("nan")) -> list[str]:
     """Plain statements: the best sampler against random at equal budget, and the issue's bar."""
     lines = [f"target: {100 * target_fraction:.0f} % of the full-pool test mAP50 = {target:.4f}"]
+    full = target / target_fraction
+    if np.isfinite(zero):
+        lines.append(f"room to learn: zero labels {zero:.4f}, full pool {full:.4f} "
+                     f"({full / zero if zero > 0 else float('inf'):.1f}x)")
+        means = curves.groupby(["sampler", "labeled_images"])["test_mAP50"].mean()
+        below = [f"{s}@{int(b)}" for (s, b), v in means.items() if v < zero]
+        lines.append("every budget above the zero-label model: " + ("yes" if not below else
+                                                                    "no (" + ", ".join(below) + ")"))
     auc = stats.groupby("sampler")["auc"].mean()
     others = [s for s in samplers if s != "random" and s in auc.index]
     if not others:
@@ -367,7 +453,6 @@ def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, targ
                          f"({wins}/{len(compared)} budgets after cycle 1; AUC {ab - ar:+.4f} vs spread "
                          f"{auc_spread:.4f})")
     last = curves[curves["labeled_images"] == curves["labeled_images"].max()]
-    full = target / target_fraction
     share = last.groupby("sampler")["test_mAP50"].mean() / full if full > 0 else None
     if share is not None:
         lines.append(f"at the largest budget ({_budget_label(last['labeled_images'].max(), pool)}) the samplers "
@@ -380,12 +465,44 @@ def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, targ
     return lines
 
 
-def markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
+def breakdown_table(curves: pd.DataFrame, refs: pd.DataFrame, cycles: int) -> pd.DataFrame:
+    """Final-cycle test AP50 per class and per condition, mean over seeds: one row per sampler/protocol/reset,
+    and the references."""
+    final = curves[curves["cycle"] == cycles]
+    cols = [c for c in final.columns if c.startswith(("test_AP50.", "test_mAP50."))]
+    rows = []
+    for role, g in refs.groupby("role", sort=False):
+        rows.append({"run": ZERO if role == "zero_label_reference" else REFERENCE,
+                     "test mAP50": g["test_mAP50"].mean(),
+                     **{c.split("test_", 1)[1]: g[c].mean() for c in cols if c in g}})
+    for (sampler, protocol, reset), g in final.groupby(["sampler", "protocol", "reset"], sort=False):
+        rows.append({"run": f"{sampler} / {protocol}" + ("" if reset else " / warm start"),
+                     "test mAP50": g["test_mAP50"].mean(), **{c.split("test_", 1)[1]: g[c].mean() for c in cols}})
+    table = pd.DataFrame(rows)
+    return table.round(4)
+
+
+def cost_table(curves: pd.DataFrame, refs: pd.DataFrame, cycles: int) -> pd.DataFrame:
+    """Reset-to-starting-weights against warm start, at equal budget: final test mAP50 and what the loop cost."""
+    rows = []
+    warm = curves[~curves["reset"]]
+    for sampler in warm["sampler"].unique():
+        for reset in (True, False):
+            g = curves[(curves["sampler"] == sampler) & (curves["protocol"] == "pool") & (curves["reset"] == reset)]
+            if g.empty:
+                continue
+            per_run = g.groupby("seed").agg(iters=("train_image_iterations", "sum"),
+                                            scored=("images_scored", "sum"))
+            final = g[g["cycle"] == cycles]["test_mAP50"]
+            rows.append({"sampler": sampler, "cycles": "reset to starting weights" if reset else "warm start",
+                         f"final test mAP50": _fmt(final), "train image-iterations": f"{per_run['iters'].mean():.0f}",
+                         "images scored": f"{per_run['scored'].mean():.0f}", "seeds": len(per_run)})
+    full = refs[refs["role"] == "full_pool_reference"]
+    if rows and not full.empty:
+        rows.append({"sampler": REFERENCE, "cycles": "once", "final test mAP50": _fmt(full["test_mAP50"]),
+                     "train image-iterations": f"{full['train_image_iterations'].mean():.0f}",
+                     "images scored": "0", "seeds": len(full)})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- main
@@ -406,13 +523,28 @@ def make_data(args, out: Path) -> Path:
     return data
 
 
+def collect_curves(runs: dict, args) -> pd.DataFrame:
+    curves = tracking.cycle_curves(args.experiment)
+    curves = curves[curves["run_id"].isin(runs)].rename(columns={"mAP50": "val_mAP50"}).copy()
+    curves["seed"] = curves["seed"].astype(int)
+    curves["reset"] = [runs[r]["reset"] for r in curves["run_id"]]
+    for key in ("test_mAP50", "train_image_iterations", "images_scored"):
+        curves[key] = [tracking.metric_steps(r, key).get(int(c), float("nan"))
+                       for r, c in zip(curves["run_id"], curves["cycle"])]
+    final = {r: _logged_breakdown(r) for r in runs}
+    for col in sorted({k for v in final.values() for k in v}):
+        curves[col] = [final[r].get(col, float("nan")) if int(c) == args.cycles else float("nan")
+                       for r, c in zip(curves["run_id"], curves["cycle"])]
+    return curves.sort_values(["protocol", "reset", "sampler", "seed", "cycle"]).reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from alod.active.samplers import get_sampler
 
-    for s in args.samplers:
+    for s in [*args.samplers, *args.warm_start_samplers]:
         get_sampler(s)  # an unknown name fails now, not an hour in
     started = time.perf_counter()
     out = Path(args.out).resolve()
@@ -422,85 +554,109 @@ def main(argv=None) -> int:
     test = load_split(data, "test")
     if args.cycles * args.per_cycle > args.train:
         raise SystemExit(f"budget {args.cycles} x {args.per_cycle} exceeds the pool of {args.train} images")
-    if args.protocol == "batches" and args.per_cycle > args.train // args.cycles:
+    if "batches" in args.protocols and args.per_cycle > args.train // args.cycles:
         raise SystemExit(f"batches protocol: per-cycle {args.per_cycle} exceeds a batch of "
                          f"{args.train // args.cycles} images (pool / cycles)")
     tracking.setup(args.experiment)
-    print(f"{_stamp(started)} label efficiency: pool {args.train}, test {len(test.frames)}, samplers "
-          f"{','.join(args.samplers)}, seeds {args.seeds}, protocol {args.protocol}, {args.cycles} cycles x "
-          f"{args.per_cycle}, tracking {tracking.tracking_uri()} experiment {args.experiment}", flush=True)
+    print(f"{_stamp(started)} label efficiency ({args.setting}): pool {args.train}, test {len(test.frames)}, "
+          f"samplers {','.join(args.samplers)}, seeds {args.seeds}, protocols {','.join(args.protocols)}, "
+          f"{args.cycles} cycles x {args.per_cycle}, weights {args.weights}, tracking {tracking.tracking_uri()} "
+          f"experiment {args.experiment}", flush=True)
 
-    epochs = tune_epochs(args, data, work, test, started) if args.tune_epochs else args.epochs
+    epochs = tune_epochs(args, data, work, test, started) if args.tune_epochs else args.reference_epochs
     refs = []
     for seed in args.seeds:
-        ref = full_pool_reference(args, seed, epochs, data, work, test)
-        refs.append(ref)
-        print(f"{_stamp(started)} full pool, seed {seed}: test mAP50 {ref['test_mAP50']:.4f} "
-              f"(val {ref['val_mAP50']:.4f}){' (reused)' if ref['reused'] else ''}", flush=True)
+        roles = [("full_pool_reference", epochs)]
+        if args.weights != "none":
+            roles.insert(0, ("zero_label_reference", 0))
+        for role, ref_epochs in roles:
+            ref = reference_run(args, seed, ref_epochs, data, work, test, role)
+            refs.append(ref)
+            print(f"{_stamp(started)} {role.replace('_', ' ')}, seed {seed}: test mAP50 {ref['test_mAP50']:.4f} "
+                  f"(val {ref['val_mAP50']:.4f}){' (reused)' if ref['reused'] else ''}", flush=True)
     refs = pd.DataFrame(refs)
 
     runs, timings, pretrained = {}, [], {}
-    jobs = [(seed, sampler) for seed in args.seeds for sampler in args.samplers]
-    for i, (seed, sampler) in enumerate(jobs):
+    jobs = [(protocol, seed, sampler, True) for protocol in args.protocols for seed in args.seeds
+            for sampler in args.samplers]
+    jobs += [("pool", seed, sampler, False) for seed in args.seeds for sampler in args.warm_start_samplers]
+    for i, (protocol, seed, sampler, reset) in enumerate(jobs):
         t0 = time.perf_counter()
-        ranking = batches_ranking(args, sampler, seed, data, work, pretrained) if args.protocol == "batches" else None
-        run_id, reused = cycle_run(args, sampler, seed, epochs, data, work, ranking)
+        ranking = batches_ranking(args, sampler, seed, data, work, pretrained) if protocol == "batches" else None
+        run_id, reused = cycle_run(args, sampler, seed, protocol, data, work, ranking, reset=reset)
         test_curve(run_id, args, test, work)
-        runs[run_id] = (sampler, seed)
+        runs[run_id] = {"sampler": sampler, "seed": seed, "protocol": protocol, "reset": reset}
         seconds = time.perf_counter() - t0
         if not reused:
             timings.append(seconds)
         left = len(jobs) - i - 1
         eta = f", about {left * np.mean(timings) / 60:.0f} min left" if timings and left else ""
-        print(f"{_stamp(started)} {sampler} seed {seed}: run {run_id} in {seconds:.0f}s"
-              f"{' (reused)' if reused else ''} [{i + 1}/{len(jobs)}{eta}]", flush=True)
+        print(f"{_stamp(started)} {protocol} {sampler}{'' if reset else ' warm start'} seed {seed}: run {run_id} "
+              f"in {seconds:.0f}s{' (reused)' if reused else ''} [{i + 1}/{len(jobs)}{eta}]", flush=True)
 
-    curves = tracking.cycle_curves(args.experiment)
-    curves = curves[curves["run_id"].isin(runs)].rename(columns={"mAP50": "val_mAP50"}).copy()
-    curves["seed"] = curves["seed"].astype(int)
-    curves["test_mAP50"] = [tracking.metric_steps(r, "test_mAP50").get(int(c), float("nan"))
-                            for r, c in zip(curves["run_id"], curves["cycle"])]
-    curves = curves.sort_values(["sampler", "seed", "cycle"]).reset_index(drop=True)
-
-    table, stats, target = comparison_table(curves, refs, args.samplers, args.train, args.target)
-    lines = verdict(curves, stats, args.samplers, args.train, target, args.target)
+    curves = collect_curves(runs, args)
+    zero_refs = refs[refs["role"] == "zero_label_reference"]
+    zero = float(zero_refs["test_mAP50"].mean()) if not zero_refs.empty else float("nan")
     total = time.perf_counter() - started
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}")
-    header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, protocol "
-              f"{args.protocol}, {args.arch} detector, {epochs} epochs; pool {args.train}, test "
-              f"{len(test.frames)} images; AUC = mean test mAP50 over the budget range; "
+    sections, lines, tables = [], [], []
+    for protocol in args.protocols:
+        pc = curves[(curves["protocol"] == protocol) & curves["reset"]]
+        table, stats, target = comparison_table(pc, refs, args.samplers, args.train, args.target)
+        table.insert(0, "protocol", protocol)
+        tables.append(table)
+        said = verdict(pc, stats, args.samplers, args.train, target, args.target, zero)
+        lines += [f"[{protocol}] {line}" for line in said]
+        sections.append(f"### protocol {protocol}\n\n{markdown_table(table.drop(columns='protocol'))}\n\n"
+                        + "\n".join(said))
+    header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, {args.setting} "
+              f"setting, {args.arch} detector (weights {Path(args.weights).name if args.weights != 'none' else 'none'}), "
+              f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}; "
+              f"pool {args.train}, test {len(test.frames)} images; AUC = mean test mAP50 over the budget range; "
               f"{total / 60:.1f} min on {machine}")
-    md = markdown(table)
-    print("\n" + header + "\n\n" + md + "\n\n" + "\n".join(lines), flush=True)
+    extra = []
+    bd = breakdown_table(curves, refs, args.cycles)
+    extra.append("### final test AP50 per class and per condition (mean over seeds)\n\n" + markdown_table(bd))
+    cost = cost_table(curves, refs, args.cycles)
+    if not cost.empty:
+        extra.append("### what the loop costs: reset to the starting weights against warm start (pool protocol)\n\n"
+                     + markdown_table(cost))
+    text = header + "\n\n" + "\n\n".join(sections + extra)
+    print("\n" + text, flush=True)
 
     from alod.plots import learning_curves
 
-    fig = learning_curves(curves, x=("labeled_images", "labeled_boxes"), y="test_mAP50",
-                          reference=float(refs["test_mAP50"].mean()),
-                          title=f"test mAP50, {args.protocol} protocol")
+    plotted = curves[curves["reset"]]
+    reference = {"full pool": float(refs.loc[refs["role"] == "full_pool_reference", "test_mAP50"].mean())}
+    if np.isfinite(zero):
+        reference["zero labels"] = zero
+    fig = learning_curves(plotted, x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
+                          title=f"test mAP50, {args.setting}")
     fig.savefig(out / "learning_curve.png", dpi=120)
-    (out / "table.md").write_text(header + "\n\n" + md + "\n")
-    table.to_csv(out / "table.csv", index=False)
+    (out / "table.md").write_text(text + "\n")
+    pd.concat(tables).to_csv(out / "table.csv", index=False)
+    bd.to_csv(out / "breakdown.csv", index=False)
+    cost.to_csv(out / "cost.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
     refs.to_csv(out / "reference.csv", index=False)
-    stats.to_csv(out / "per_seed.csv", index=False)
     (out / "verdict.txt").write_text("\n".join(lines) + "\n")
     settings = {k: v for k, v in vars(args).items()}
-    settings["epochs_used"] = epochs
-    summary = {"settings": settings, "seconds": total, "machine": machine, "target": target,
-               "reference_test_mAP50": float(refs["test_mAP50"].mean()), "verdict": lines,
-               "runs": {r: {"sampler": s, "seed": seed} for r, (s, seed) in runs.items()}}
+    settings["reference_epochs_used"] = epochs
+    summary = {"settings": settings, "seconds": total, "machine": machine,
+               "reference_test_mAP50": reference["full pool"], "zero_label_test_mAP50": zero, "verdict": lines,
+               "runs": runs}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
-    with tracking.run("benchmark", run_name="label-efficiency",
-                      tags={"alod.benchmark": "label_efficiency", "alod.protocol": args.protocol}):
+    with tracking.run("benchmark", run_name=f"label-efficiency-{args.setting.replace(' ', '-')}",
+                      tags={"alod.benchmark": "label_efficiency", "alod.protocol": ",".join(args.protocols)}):
         tracking.log_params({k: v for k, v in settings.items() if k not in ("out", "data", "experiment")})
-        tracking.log_metrics({"seconds": total, "reference_test_mAP50": summary["reference_test_mAP50"]})
-        for name in ("table.md", "table.csv", "curves.csv", "reference.csv", "per_seed.csv", "verdict.txt",
-                     "summary.json", "learning_curve.png"):
+        tracking.log_metrics({"seconds": total, "reference_test_mAP50": summary["reference_test_mAP50"],
+                              **({"zero_label_test_mAP50": zero} if np.isfinite(zero) else {})})
+        for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv", "curves.csv", "reference.csv",
+                     "verdict.txt", "summary.json", "learning_curve.png"):
             tracking.log_artifact(out / name, "label_efficiency")
-    print(f"\nresults in {out} (table.md, table.csv, curves.csv, learning_curve.png); "
+    print(f"\nresults in {out} (table.md, table.csv, breakdown.csv, cost.csv, curves.csv, learning_curve.png); "
           f"{total / 60:.1f} min", flush=True)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from entrypoints.build_weights import build_weights
 from entrypoints.compare import compare
 from entrypoints.cycle import cycle
 from entrypoints.data_cmd import data
@@ -24,7 +25,8 @@ def cli() -> None:
     """Active learning for object detection, tracked with MLflow."""
 
 
-for command in (data, synth, evaluate, pretrain, rank, cycle, import_labels, main, compare, predict, models, samplers, show):
+for command in (data, synth, evaluate, pretrain, rank, cycle, import_labels, main, compare, predict, models, samplers, show,
+                build_weights):
     cli.add_command(command)
 
 if __name__ == "__main__":

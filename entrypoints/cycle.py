@@ -27,8 +27,9 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--reset", type=click.BOOL, default=True, show_default=True,
               help="Re-initialise the detector every cycle (false: warm-start).")
 @click.option("--weights", default=None, callback=none_if_empty,
-              help="Local weight file (e.g. COCO-pretrained torchvision weights) every cycle starts from; "
-                   "default: random init. No downloads.")
+              help="Local weight file every cycle starts from (e.g. COCO-pretrained torchvision weights); default: the "
+                   "architecture's shipped starting weights (tiny: `alod models weights`), else random init; "
+                   "'none': random init. No downloads.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes per node for torchrun (one per GPU; gloo on CPU).")
 @click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes (multi-node torchrun).")

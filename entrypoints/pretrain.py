@@ -15,7 +15,9 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--fraction", type=float, default=0.7, show_default=True,
               help="Seeded fraction of the training split to pretrain on.")
 @click.option("--weights", default=None, callback=none_if_empty,
-              help="Local weight file to start from (state dict or checkpoint); no downloads.")
+              help="Local weight file to start from (e.g. COCO-pretrained torchvision weights); default: the "
+                   "architecture's shipped starting weights (tiny: `alod models weights`), else random init; "
+                   "'none': random init. No downloads.")
 @click.option("--eval-every", type=int, default=1, show_default=True, help="Evaluate on val every N epochs.")
 @click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the model as alod-pretrained@champion.")

@@ -251,3 +251,34 @@ def test_fine_tuning_trains_only_what_torchvision_trains(tmp_path: Path) -> None
     assert not torch.equal(before["roi_heads.box_predictor.cls_score.weight"],
                            after["roi_heads.box_predictor.cls_score.weight"])
     assert not torch.equal(before["backbone.fpn.layer_blocks.0.0.weight"], after["backbone.fpn.layer_blocks.0.0.weight"])
+
+
+def test_freezing_backbone_stages_keeps_them_fixed_and_checkpoints_reload(tmp_path: Path) -> None:
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from alod.models import freeze_backbone_stages
+
+    torch.manual_seed(0)
+    model = build_detector("tiny")
+    assert freeze_backbone_stages(model, 2) == ["stem", "c2"]
+    body = model.backbone.body
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    assert not any(p.requires_grad for p in body.stem.parameters()) and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in body.c2.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.stem.modules())
+    assert all(p.requires_grad for p in body.c3.parameters())
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sum(model(_images(), _targets()).values()).backward()
+    opt.step()
+    after = body.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("stem.", "c2.")))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("c3."))
+    save_checkpoint(tmp_path / "frozen.pt", model=model, epoch=1, config={})
+    reloaded = detector_from_checkpoint(tmp_path / "frozen.pt")  # strict: the frozen layout is recognised
+    assert torch.equal(reloaded.backbone.body.stem[0].weight, body.stem[0].weight)
+    # only what was frozen stays frozen (a warm-started cycle trains the rest)
+    assert all(p.requires_grad for p in reloaded.backbone.body.c3.parameters())
+    assert freeze_backbone_stages(build_detector("tiny"), 0) == []
+    with pytest.raises(ValueError, match="cannot freeze 9 backbone stages"):
+        freeze_backbone_stages(build_detector("tiny"), 9)

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from alod.starting_weights import SHIPPED
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "alod-test"
 TRAIN, VAL = 48, 16
@@ -83,6 +85,7 @@ def test_pretrain_run_and_registry(pipeline):
     assert run.info.status == "FINISHED"
     assert run.data.tags["alod.step"] == "pretrain"
     assert run.data.params["arch"] == "tiny" and run.data.params["fraction"] == "0.5"
+    assert run.data.tags["alod.weights"] == str(SHIPPED["tiny"])  # tiny starts from the shipped weights
     assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "loss")) == [1, 2]
     assert sorted(m.step for m in client().get_metric_history(run.info.run_id, "mAP50")) == [1, 2]
     achieved = tracking_metric(run.info.run_id, "model_tflops_per_second")
@@ -125,6 +128,10 @@ def test_cycle_metrics_children_state_and_registry(pipeline, store):
         assert sorted(m.step for m in client().get_metric_history(run_id, key)) == [1, 2], key
     labeled = {m.step: m.value for m in client().get_metric_history(run_id, "labeled_images")}
     assert labeled == {1: 8, 2: 16}
+    # what the loop cost: 2 epochs over the labeled images; the batches protocol scores nothing per cycle
+    assert tracking_metric(run_id, "train_image_iterations") == {1: 16, 2: 32}
+    assert tracking_metric(run_id, "images_scored") == {1: 0, 2: 0}
+    assert run.data.tags["alod.weights"] == str(SHIPPED["tiny"])  # every cycle resets to the shipped weights
 
     children = client().search_runs([run.info.experiment_id],
                                     filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
@@ -437,6 +444,7 @@ def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
     assert first.exit_code == 0, first.output
     assert "reusing" not in first.output
     assert "random" in first.output and "boxcount" in first.output  # the printed comparison table
+    assert "labels_to_random_final" in first.output and "ranking model (pretrained on 50% of the pool" in first.output
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert second.output.count("reusing finished pretrain run") == 1
@@ -448,6 +456,9 @@ def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
     assert sorted(table["sampler"]) == ["boxcount", "random"]
     assert {a.path for a in client().list_artifacts(main_id, "compare")} >= {
         "compare/comparison.csv", "compare/curves.csv", "compare/learning_curve.png"}
+    main_run = client().get_run(main_id)  # the decisive numbers are on the main run itself
+    assert {"final_mAP50.random", "final_mAP50.boxcount", "AUC.random", "AUC.boxcount"} <= set(main_run.data.metrics)
+    assert "| random |" in main_run.data.tags["mlflow.note.content"]
 
 
 def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_path):

@@ -23,3 +23,15 @@ def test_compare_table_one_row_per_sampler():
     assert table["sampler"].tolist() == ["boxcount", "random"]
     assert table.loc[table["sampler"] == "boxcount", "labels_to_95%"].item() == "300"
     assert "±" in table.loc[0, "AUC"]
+
+
+def test_compare_table_says_what_each_sampler_needs_to_match_random():
+    rows = []
+    for sampler, curve in (("random", (0.1, 0.2, 0.3)), ("entropy", (0.1, 0.3, 0.4)), ("bad", (0.05, 0.1, 0.2))):
+        for cycle, value in enumerate(curve, start=1):
+            rows.append({"sampler": sampler, "seed": 0, "cycle": cycle, "labeled_images": 25 * cycle,
+                         "mAP50": value})
+    table = compare_table(pd.DataFrame(rows)).set_index("sampler")
+    assert table.loc["random", "labels_to_random_final"] == "75"
+    assert table.loc["entropy", "labels_to_random_final"] == "50"  # matched random with a third fewer labels
+    assert table.loc["bad", "labels_to_random_final"] == "not reached"

@@ -41,6 +41,7 @@ from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
+from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
     THROUGHPUT_KEYS,
@@ -72,7 +73,8 @@ class CycleParams:
     lr: float = 0.02
     seed: int = 0
     reset: bool = True
-    weights: str | None = None  # local weight file every cycle starts from (reset) / cycle 1 starts from
+    weights: str | None = None  # every cycle starts from it (reset) / cycle 1 does; None: the arch's shipped
+    # starting weights (tiny), else random init; "none": random init
     nproc: int = 1
     nnodes: int = 1
     rdzv_endpoint: str | None = None
@@ -116,8 +118,10 @@ def run_cycles(p: CycleParams) -> str:
         raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
     if p.oracle not in ORACLES:
         raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
-    if p.weights and not Path(p.weights).is_file():
-        raise CycleInputError(f"weights file {p.weights} not found")
+    try:  # a bad file fails here, before anything trains
+        p.weights = weights_choice(p.arch, p.weights)
+    except (OSError, ValueError) as e:
+        raise CycleInputError(str(e)) from None
     if p.budget_boxes < 0:
         raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
     if p.budget_boxes and p.oracle == "files":
@@ -134,7 +138,7 @@ def run_cycles(p: CycleParams) -> str:
     _check_budget(p, len(train.frames), ranking)
 
     tags = {"alod.sampler": p.sampler, "alod.protocol": p.protocol, "alod.seed": p.seed,
-            "alod.dataset": train.digest, "alod.code_version": tracking.code_version(),
+            "alod.dataset": train.digest, "alod.code_version": tracking.code_version(), "alod.weights": p.weights,
             **ranking_tags.get("lineage", {}), **p.extra_tags}
     resume_state = None
     if p.resume_run_id:
@@ -167,6 +171,7 @@ def run_cycles(p: CycleParams) -> str:
             run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
         else:
             cycle_worker(p)
+        _describe(p, run_id)
     waiting = tracking.waiting_cycle(run_id)
     if waiting is not None:
         tracking.set_status(run_id, "SCHEDULED")
@@ -175,6 +180,19 @@ def run_cycles(p: CycleParams) -> str:
               f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
               f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
     return run_id
+
+
+def _describe(p: CycleParams, run_id: str) -> None:
+    """A short description for the MLflow UI: what ran, on what, and the curve so far."""
+    curve = tracking.metric_steps(run_id, "mAP50")
+    labeled = tracking.metric_steps(run_id, "labeled_images")
+    points = ", ".join(f"{int(labeled.get(c, 0))}: {v:.4f}" for c, v in sorted(curve.items()))
+    start = Path(p.weights).name if p.weights not in (None, "none") else "random init"
+    tracking.set_tags({"mlflow.note.content": (
+        f"**{p.sampler}**, protocol {p.protocol}, seed {p.seed}: {len(curve)} of {p.cycles} cycles x "
+        f"{p.per_cycle} images on `{p.data}`, {p.arch} from {start}"
+        f"{', reset every cycle' if p.reset else ', warm-started'}.\n\nval mAP50 by labeled images: "
+        f"{points or 'no cycle finished yet'}")})
 
 
 def label_store_path(run_id: str, work: Path) -> Path:
@@ -338,7 +356,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
 
         if model is None or p.reset:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
-            model = build_detector(p.arch, weights=p.weights, finetune=True)
+            model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True)
         model.to(device)
         train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
                                             distributed.get_env().world_size)
@@ -349,7 +367,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
         ckpt = run_dir / f"cycle_{cycle:03d}.pt"
         child_id = tracking.find_child_run(p.run_id, {"alod.cycle": cycle}) if main else None
 
-        with tracking.run("cycle-epoch", run_name=f"cycle-{cycle}", nested=True, run_id=child_id,
+        with tracking.run("cycle-epoch", run_name=f"{p.sampler}-s{p.seed}-cycle-{cycle}", nested=True, run_id=child_id,
                           tags={"alod.cycle": cycle, "alod.sampler": p.sampler,
                                 "alod.protocol": p.protocol, "alod.seed": p.seed}) as child_id:
             def on_epoch_end(epoch: int, stats: dict) -> None:
@@ -378,6 +396,9 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             metrics.update({
                 "mAP50": result.mAP50, "mAP50_95": result.mAP50_95,
                 "labeled_images": len(labeled), "train_epochs": train_epochs,
+                # What the loop costs: images through a training step, and pool images scored to choose.
+                "train_image_iterations": sum(epochs["epoch_images"].values()),
+                "images_scored": _images_scored(p, cycle, train, state),
                 "labeled_boxes": sum(f.num_trainable for f in labeled),
                 "train_seconds": seconds,
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
@@ -463,6 +484,13 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     else:
         picked = protocols.select_from_pool(names, scores, cycle, p.per_cycle, seed=p.seed, labeled=labeled)
     return picked, (pool_scores if scores is not None else None)
+
+
+def _images_scored(p: CycleParams, cycle: int, train, state: LabeledState) -> int:
+    """Pool images the cycle's selection ran the model on (the batches protocol ranks once, in `rank`)."""
+    if p.protocol != "pool" or cycle == 1 or not get_sampler(p.sampler).needs_predictions:
+        return 0
+    return len(frames_to_score(p.sampler, train.frames, set(state.labeled(cycle - 1))))
 
 
 def _within_box_budget(p: CycleParams, order: list[str], labels_of) -> list[str]:

@@ -13,10 +13,11 @@ from pathlib import Path
 from alod import tracking
 from alod.engine import distributed
 from alod.plots import learning_curves
-from alod.report import compare_table
+from alod.report import compare_table, curve_auc, markdown_table
 from alod.steps.cycle import CycleParams, run_cycles
 from alod.steps.pretrain import PretrainParams, run_pretrain
 from alod.steps.rank import RankParams, run_rank
+from alod.starting_weights import weights_choice
 
 
 @dataclass
@@ -37,7 +38,7 @@ class MainParams:
     batches: int = 14
     batch_images: int = 5000
     reset: bool = True
-    weights: str | None = None  # local initial weights for pretrain and every cycle
+    weights: str | None = None  # initial weights for pretrain and every cycle (None: the arch's shipped ones; "none": random)
     nproc: int = 1
     workers: int = 2
     experiment: str = tracking.DEFAULT_EXPERIMENT
@@ -53,6 +54,7 @@ def _reuse_or_run(experiment: str, step: str, params: dict, run):
 
 
 def run_main(p: MainParams) -> str:
+    p.weights = weights_choice(p.arch, p.weights)  # resolved once, so run reuse compares like with like
     experiment_id = tracking.setup(p.experiment)
     if experiment_id is not None:
         # Under `mlflow run` the main run already exists in the experiment MLflow chose (its
@@ -64,12 +66,13 @@ def run_main(p: MainParams) -> str:
                                                       "alod.seeds": ",".join(map(str, p.seeds))}) as main_id:
         tracking.log_params({k: v for k, v in dataclasses.asdict(p).items()
                              if k not in ("experiment", "work_dir")})
-        cycle_runs = []
+        cycle_runs, pretrain_runs = [], []
         for seed in p.seeds:
             pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs, weights=p.weights,
                                  batch_size=p.batch_size, lr=p.lr, seed=seed, workers=p.workers, **common)
             pre_id = _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
                                    lambda: _detached(run_pretrain, pre)[0])
+            pretrain_runs.append(pre_id)
             version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
             model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
             for sampler in p.samplers:
@@ -90,8 +93,39 @@ def run_main(p: MainParams) -> str:
         if distributed.is_main_process():
             print("\nsamplers compared (mAP50 on val; AUC = mean mAP50 over the budget range):", flush=True)
             print(table.to_string(index=False), flush=True)
+            zero = _print_ranking_model(p, pretrain_runs)
             print(f"learning curve: {png}", flush=True)
+            _log_result(p, curves, table, zero)
     return main_id
+
+
+def _print_ranking_model(p: MainParams, pretrain_runs: list[str]) -> float | None:
+    """The pretrain model's val mAP50: with 0 pretrain epochs, the starting weights, i.e. what zero labels give
+    (returned then, else None)."""
+    scores = [max(tracking.metric_steps(r, "mAP50").items(), default=(0, float("nan")))[1] for r in pretrain_runs]
+    mean = sum(scores) / len(scores) if scores else float("nan")
+    if p.pretrain_epochs == 0:
+        print(f"zero labels (the starting weights, which also ranked the pool): mAP50 {mean:.4f}", flush=True)
+        return mean
+    print(f"ranking model (pretrained on {p.fraction:.0%} of the pool, {p.pretrain_epochs} epochs): "
+          f"mAP50 {mean:.4f}", flush=True)
+    return None
+
+
+def _log_result(p: MainParams, curves, table, zero: float | None) -> None:
+    """The decisive numbers on the main run itself: per sampler final mAP50 and AUC, and a description."""
+    metrics = {} if zero is None else {"zero_label_mAP50": zero}
+    for sampler, g in curves.groupby("sampler"):
+        finals = g[g["cycle"] == g["cycle"].max()]["mAP50"]
+        aucs = [curve_auc(s["labeled_images"], s["mAP50"]) for _seed, s in g.groupby("seed")]
+        metrics[f"final_mAP50.{sampler}"] = float(finals.mean())
+        metrics[f"AUC.{sampler}"] = float(sum(aucs) / len(aucs))
+    tracking.log_metrics(metrics)
+    zero_text = f" Zero labels (the starting weights): mAP50 {zero:.4f}." if zero is not None else ""
+    tracking.set_tags({"mlflow.note.content": (
+        f"**{', '.join(p.samplers)}** compared on `{p.data}` ({p.arch}, protocol {p.protocol}, {p.cycles} cycles "
+        f"x {p.per_cycle} images, seeds {', '.join(map(str, p.seeds))}); mAP50 on val.{zero_text}\n\n"
+        + markdown_table(table))})
 
 
 def _detached(fn, params):

@@ -15,7 +15,8 @@ from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
-from alod.models import build_detector
+from alod.models import build_detector, save_checkpoint
+from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
     THROUGHPUT_KEYS,
@@ -38,7 +39,7 @@ class PretrainParams:
     workers: int = 2
     eval_batch_size: int = 8
     eval_every: int = 1
-    weights: str | None = None  # a local weight file to start from (no downloads)
+    weights: str | None = None  # a local weight file; None: the arch's shipped starting weights; "none": random init
     register: bool = True
     experiment: str = tracking.DEFAULT_EXPERIMENT
     work_dir: str = ".alod"
@@ -51,12 +52,16 @@ class PretrainParams:
 
 def run_pretrain(p: PretrainParams) -> tuple[str, object]:
     """Returns (run id, registered ModelVersion or None)."""
+    p.weights = weights_choice(p.arch, p.weights)  # a bad file fails here, before anything trains
+    if p.epochs < 0 or (p.epochs == 0 and model_weights(p.weights) is None):
+        raise ValueError(f"epochs must be >= 1 (or 0 with starting weights, to register them as they are), "
+                         f"got {p.epochs} with weights {p.weights!r}")
     tracking.setup(p.experiment)
     device = default_device()
     train = load_split(p.data, "train")
     val = load_split(p.data, "val")
     frames = subset(train.frames, p.fraction, p.seed)
-    tags = {"alod.seed": p.seed, "alod.dataset": train.digest, "alod.arch": p.arch,
+    tags = {"alod.seed": p.seed, "alod.dataset": train.digest, "alod.arch": p.arch, "alod.weights": p.weights,
             "alod.code_version": tracking.code_version()}
     if p.resume_run_id:
         tracking.get_run(p.resume_run_id)  # fails clearly when unknown
@@ -68,7 +73,7 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         if p.resume_run_id and not ckpt.is_file():
             print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
         torch.manual_seed(p.seed)
-        model = build_detector(p.arch, weights=p.weights, finetune=True).to(device)
+        model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True).to(device)
         config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
                              workers=p.workers, device=str(device), clip_grad_norm=10.0,
                              amp=device.type == "cuda")  # bf16 autocast on GPUs
@@ -90,13 +95,18 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
                 model.train()
             tracking.log_metrics(metrics, step=epoch + 1)
 
-        fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
-            resume=bool(p.resume_run_id), on_epoch_end=on_epoch_end,
-            flops_per_image=flops_per_image(model, frames, train.images))
+        if p.epochs == 0:  # the starting weights as they are (e.g. the source model ranks the target pool)
+            save_checkpoint(ckpt, model=model, epoch=0, config={"weights": p.weights})
+        else:
+            fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
+                resume=bool(p.resume_run_id), on_epoch_end=on_epoch_end,
+                flops_per_image=flops_per_image(model, frames, train.images))
         if "result" not in last_eval:  # resumed after the last epoch: evaluate what the checkpoint holds
             last_eval["result"] = evaluate(val.frames, predict_all(model, val.frames, val.images, device=device,
                                                                    batch_size=p.eval_batch_size, workers=p.workers))
         result = last_eval["result"]
+        if p.epochs == 0:
+            tracking.log_metrics({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95}, step=0)
         tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
         tracking.log_artifact(ckpt, "checkpoints")
         if distributed.is_main_process():

@@ -1,13 +1,15 @@
 """The label-efficiency benchmark end to end in its CI setting (--small): every requested
-sampler and the full-pool reference make it into the table, the files and MLflow."""
+sampler, both protocols, the warm-start comparison and both references make it into the
+tables, the files and MLflow."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-@pytest.mark.slow  # about 1-2 minutes on 2 cores
-def test_small_setting_reports_every_sampler_and_the_reference(tmp_path, monkeypatch, capsys, load_benchmark):
+
+@pytest.mark.slow  # about 2-3 minutes on 2 cores
+def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkeypatch, capsys, load_benchmark):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -15,38 +17,55 @@ def test_small_setting_reports_every_sampler_and_the_reference(tmp_path, monkeyp
     bench = load_benchmark("label_efficiency")
     samplers = ["random", "hybrid"]  # hybrid: the set-based path (features + labeled set)
     out = tmp_path / "out"
-    assert bench.main(["--small", "--samplers", ",".join(samplers), "--out", str(out), "--threads", "1"]) == 0
+    argv = ["--small", "--samplers", ",".join(samplers), "--protocols", "pool,batches",
+            "--warm-start-samplers", "random", "--out", str(out), "--threads", "1"]
+    assert bench.main(argv) == 0
 
     table = pd.read_csv(out / "table.csv")
-    assert table["sampler"].tolist() == [*samplers, bench.REFERENCE]
+    for protocol in ("pool", "batches"):
+        rows = table[table["protocol"] == protocol]
+        assert rows["sampler"].tolist() == [bench.ZERO, *samplers, bench.REFERENCE]
     budgets = [c for c in table.columns if c.endswith("%)")]
-    assert budgets == ["8 (20 %)", "16 (40 %)", "40 (100 %)"]  # 2 cycles x 8 of 40, then the full pool
-    assert {"AUC", "pool to 95 % of full"} <= set(table.columns)
+    assert budgets == ["0 (0 %)", "8 (20 %)", "16 (40 %)", "40 (100 %)"]  # zero, 2 cycles x 8 of 40, full pool
+    assert {"AUC", "pool to 95 % of full", "train image-iterations"} <= set(table.columns)
     printed = capsys.readouterr().out
-    for name in [*samplers, bench.REFERENCE]:
+    for name in [*samplers, bench.REFERENCE, bench.ZERO]:
         assert f"| {name} |" in printed
-    assert "beats random" in printed and "bar (95 % of full pool" in printed
+    assert "beats random" in printed and "bar (95 % of full pool" in printed and "room to learn" in printed
+    assert "### protocol pool" in printed and "### protocol batches" in printed
 
     curves = pd.read_csv(out / "curves.csv")
     assert sorted(curves["sampler"].unique()) == sorted(samplers)
     assert set(curves["cycle"]) == {1, 2} and curves["test_mAP50"].notna().all()
+    assert (curves["train_image_iterations"] > 0).all()
+    pool_later = curves[(curves["protocol"] == "pool") & (curves["cycle"] == 2) & (curves["sampler"] == "hybrid")]
+    assert (pool_later["images_scored"] > 0).all()  # the pool protocol re-scores the unlabeled pool
     assert (out / "learning_curve.png").stat().st_size > 0
 
-    # One cycle run per sampler x seed carrying test_mAP50 per cycle, one reference, one summary run.
+    breakdown = pd.read_csv(out / "breakdown.csv").set_index("run")
+    assert {bench.ZERO, bench.REFERENCE, "random / pool", "hybrid / batches", "random / pool / warm start"} <= set(
+        breakdown.index)
+    assert {"AP50.car", "AP50.traffic sign", "mAP50.daytime"} <= set(breakdown.columns)
+    cost = pd.read_csv(out / "cost.csv")
+    assert cost["cycles"].tolist() == ["reset to starting weights", "warm start", "once"]
+
+    # One cycle run per protocol x sampler x seed (+ warm start) carrying test_mAP50 per cycle,
+    # a zero-label and a full-pool reference, one summary run.
     from alod import tracking
 
     runs = tracking.search_runs(bench.EXPERIMENT)
     by_step = {}
     for r in runs:
         by_step.setdefault(r.data.tags["alod.step"], []).append(r)
-    assert sorted(r.data.tags["alod.sampler"] for r in by_step["cycle"]) == sorted(samplers)
+    assert len(by_step["cycle"]) == 2 * len(samplers) + 1
     for r in by_step["cycle"]:
         assert sorted(tracking.metric_steps(r.info.run_id, "test_mAP50")) == [1, 2]
-    assert [r.data.tags.get("alod.role") for r in by_step["pretrain"]] == ["full_pool_reference"]
+    roles = sorted(r.data.tags.get("alod.role", "ranking model") for r in by_step["pretrain"])
+    assert roles == ["full_pool_reference", "ranking model", "zero_label_reference"]
     assert len(by_step["benchmark"]) == 1
 
     # A second invocation reuses every finished run and reports the same table.
-    assert bench.main(["--small", "--samplers", ",".join(samplers), "--out", str(out), "--threads", "1"]) == 0
+    assert bench.main(argv) == 0
     assert "(reused)" in capsys.readouterr().out
     assert pd.read_csv(out / "table.csv").equals(table)
-    assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == len(samplers)
+    assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == 2 * len(samplers) + 1
