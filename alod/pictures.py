@@ -202,12 +202,14 @@ def selection_pictures(picked: Sequence[str], scores: Mapping[str, float] | None
     images = read_images(frames, image_root)
     what = what or f"picked by {sampler or 'the sampler'}"
     when = f"cycle {cycle}: " if cycle is not None else ""
-    shown = "" if infer or scores is None else " (scores as ranked; detections not shown)"
+    if scores is None:  # a random pick: no score, no order, no detections
+        shown = f"; {len(top)} shown" if len(top) < len(picked) else ""
+    else:
+        shown = f"; top {len(top)} by score" + ("" if infer else " (scores as ranked; detections not shown)")
     sheet = plots.picked_sheet(
-        images, detections, [score_of(n) for n in names], top_n=len(top), low_n=len(low),
-        picked=[n in picked_set for n in names], sampler=sampler, score_threshold=score_threshold,
-        cols=cols, cell_size=cell_size,
-        title=f"{when}{len(picked)} {what}; top {len(top)} by score{shown}")
+        images, detections, None if scores is None else [score_of(n) for n in names], top_n=len(top),
+        low_n=len(low), picked=[n in picked_set for n in names], sampler=sampler, score_threshold=score_threshold,
+        cols=cols, cell_size=cell_size, title=f"{when}{len(picked)} {what}{shown}")
     out: dict = {"picked": sheet}
     if scores is not None:
         before = set(labeled) - picked_set  # labeled in earlier cycles: not part of this choice

@@ -489,6 +489,13 @@ def picked_sheet(images: Sequence, frames: Sequence[Frame], scores: Sequence[flo
     return np.concatenate(parts, 0)
 
 
+def _cell_title(score: float, name: str, position: int | None) -> str:
+    """'#3 score 0.42 · name'; an unscored image (a random pick) is named only: no rank, no score."""
+    if np.isnan(score):
+        return name
+    return (f"#{position} " if position is not None else "") + f"score {score:.4g} · {name}"
+
+
 def _cells(images, frames, sc, order, cols, cell, sampler, thr, k, *, rank: bool) -> np.ndarray:
     cw, ch = cell
     rows = math.ceil(len(order) / cols)
@@ -496,8 +503,7 @@ def _cells(images, frames, sc, order, cols, cell, sampler, thr, k, *, rank: bool
     for pos, i in enumerate(order):
         r, c = divmod(pos, cols)
         img, (frame,) = _resized(images[i], (frames[i],), cell)
-        score = "score ?" if np.isnan(sc[i]) else f"score {sc[i]:.4g}"
-        title = (f"#{pos + 1} " if rank else "") + f"{score} · {frame.name}"
+        title = _cell_title(sc[i], frame.name, pos + 1 if rank else None)
         _paste(canvas, _draw_drivers(img, frame, sampler=sampler, score_threshold=thr, k=k, title=title),
                GAP + c * (cw + GAP), GAP + r * (ch + GAP), cell)
     return canvas

@@ -413,6 +413,16 @@ def child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str:
     return runs[0].info.run_id
 
 
+MAIN_RUN_TAG = "alod.main_run"  # on a step run: the latest main run that made or reused it
+
+
+def link_to_main(run_id: str, main_run_id: str) -> None:
+    """Tag a step run with the main run that used it (the latest one, for a run reused by several:
+    every main also lists the runs it used in its description)."""
+    if is_main_process():
+        _retry(MlflowClient().set_tag, run_id, MAIN_RUN_TAG, main_run_id)
+
+
 def metric_steps(run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
 

@@ -124,8 +124,15 @@ def test_cycle_metrics_children_state_and_registry(pipeline, store):
     assert run.data.tags["alod.protocol"] == "batches" and run.data.tags["alod.sampler"] == "boxcount"
     for key in ("mAP50", "mAP50_95", "loss", "loss_classifier", "loss_box_reg", "loss_objectness",
                 "loss_rpn_box_reg", "labeled_images", "labeled_boxes", "train_seconds", "images_per_second",
-                "AP50.car"):
+                "val_AP50.car"):
         assert sorted(m.step for m in client().get_metric_history(run_id, key)) == [1, 2], key
+    # per-class AP50 sorts after mAP50 in MLflow's chart view (capitals first: `AP50.car` came before it)
+    assert not [k for k in run.data.metrics if k.startswith("AP50")]
+    # every image key starts at step 0, where MLflow's image charts open
+    images = [a.path.split("/")[-1] for a in client().list_artifacts(run_id, "images")]
+    for key in ("val_gt_vs_pred", "picked"):
+        steps = {int(n.split("+step+")[1].split("+")[0]) for n in images if n.startswith(key + "+step+")}
+        assert sorted(steps) == [0, 1, 2], key
     labeled = {m.step: m.value for m in client().get_metric_history(run_id, "labeled_images")}
     assert labeled == {1: 8, 2: 16}
     # what the loop cost: 2 epochs over the labeled images; the batches protocol scores nothing per cycle
@@ -459,6 +466,13 @@ def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
     main_run = client().get_run(main_id)  # the decisive numbers are on the main run itself
     assert {"final_mAP50.random", "final_mAP50.boxcount", "AUC.random", "AUC.boxcount"} <= set(main_run.data.metrics)
     assert "| random |" in main_run.data.tags["mlflow.note.content"]
+    # main links to its runs: each step run (new or reused) is tagged with it, and its description lists them
+    linked = client().search_runs([main_run.info.experiment_id], filter_string=f"tags.`alod.main_run` = '{main_id}'")
+    steps = sorted(r.data.tags["alod.step"] for r in linked)
+    assert steps == ["cycle", "cycle", "pretrain", "rank", "rank"], steps
+    for r in linked:
+        assert f"](#/experiments/{main_run.info.experiment_id}/runs/{r.info.run_id})" in \
+            main_run.data.tags["mlflow.note.content"]
 
 
 def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_path):

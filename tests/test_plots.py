@@ -277,3 +277,9 @@ def test_library_imports_no_click_or_mlflow():
             "bad = [m for m in ('mlflow', 'click') if m in sys.modules]; "
             "assert not bad, bad; import matplotlib; assert matplotlib.get_backend().lower() == 'agg'")
     subprocess.run([sys.executable, "-c", code], check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+
+
+def test_picked_cell_titles_name_a_random_pick_without_score_or_rank():
+    assert plots._cell_title(0.42, "a.jpg", 3) == "#3 score 0.42 · a.jpg"
+    assert plots._cell_title(7.0, "b.jpg", None) == "score 7 · b.jpg"
+    assert plots._cell_title(float("nan"), "c.jpg", 1) == "c.jpg"  # cycle 1's random tiles: no "score ?"

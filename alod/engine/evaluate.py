@@ -42,7 +42,7 @@ class EvalResult:
     num_predictions: int = 0
 
     def as_metrics(self) -> dict[str, float]:
-        """Flat metric dict with the shared MLflow names (mAP50, mAP50_95, AP50.<class>)."""
+        """Flat metric dict: mAP50, mAP50_95, AP50.<class> (the steps log the last as val_AP50.<class>)."""
         out = {"mAP50": self.mAP50, "mAP50_95": self.mAP50_95}
         out.update({f"AP50.{name}": ap for name, ap in self.ap50_per_class.items()})
         return out

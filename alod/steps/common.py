@@ -25,6 +25,11 @@ from alod.engine.flops import forward_flops
 # What steps log per epoch: the loss terms (means per image) and how fast it went.
 LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 THROUGHPUT_KEYS = ("images_per_second", "model_tflops_per_second", "mfu")
+# Per-class AP50 on val: `val_AP50.<class>`. MLflow 3's chart view sorts a run's unprefixed metrics by
+# code point (capitals first) and puts every `prefix/` section *before* them, so `AP50.<class>` or
+# `AP50/<class>` would show ten near-zero charts ahead of mAP50; this name sorts after mAP50 and mAP50_95,
+# beside the label-efficiency benchmark's `test_AP50.<class>`.
+PER_CLASS_PREFIX = "val_AP50."
 
 
 @dataclass

@@ -44,6 +44,7 @@ from alod.models import build_detector
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
+    PER_CLASS_PREFIX,
     THROUGHPUT_KEYS,
     Launch,
     flops_per_image,
@@ -94,13 +95,15 @@ class CycleParams:
     ranking_file: str | None = None
     state_file: str | None = None
     labels_file: str | None = None
-    preannotation_checkpoint: str | None = None  # files oracle: the ranking's model, for cycle 1's pre-annotations
-    preannotation_model: str | None = None
+    # The model that ranked the pool (a local copy of its checkpoint, and its models:/ URI): cycle 1's
+    # pre-annotations (files oracle) and, under `batches`, the detections drawn on the `picked` sheets.
+    ranking_checkpoint: str | None = None
+    ranking_model: str | None = None
     extra_tags: dict = field(default_factory=dict)
 
     def logged_params(self) -> dict:
         skip = {"run_id", "ranking_file", "state_file", "labels_file", "resume_run_id",
-                "preannotation_checkpoint", "preannotation_model", "extra_tags", "work_dir",
+                "ranking_checkpoint", "ranking_model", "extra_tags", "work_dir",
                 "experiment", "rdzv_endpoint"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
@@ -161,7 +164,14 @@ def run_cycles(p: CycleParams) -> str:
             p.labels_file = str(sync_label_store(run_id, work))
             if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
                 ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                p.preannotation_checkpoint, p.preannotation_model = str(ckpt), ranking_tags["ranking_model"]
+                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+        elif p.protocol == "batches" and ranking_tags.get("ranking_model"):
+            try:  # only for pictures: without it, `picked` shows the ranking's scores alone
+                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+            except (tracking.TrackingError, OSError) as e:
+                print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
+                      "the picked sheets show scores without detections", flush=True)
         launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
         if launch.needed:
             worker_params = json.dumps(dataclasses.asdict(p))
@@ -321,6 +331,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     # The same val images every cycle, so the UI's image slider shows progress.
     vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
     pool_counts = pictures.class_counts(train.frames) if main else None
+    ranker: dict = {}  # the ranking model, loaded for the first picture that needs it
     if completed >= p.cycles:
         print(f"all {p.cycles} cycles of run {p.run_id} are already done", flush=True)
 
@@ -332,8 +343,8 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             maybe_fail("select", cycle)  # scored and chosen, not yet recorded
             state.add(picked, cycle)
             if main:
-                scorer = model if p.protocol == "pool" and scores is not None else None
-                pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state, scorer, device))
+                pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state,
+                                                       _scorer(p, scores, model, ranker), device))
         if main:
             state.save(run_dir / "labeled.json")
             state.save(run_dir / f"labeled_cycle_{cycle:03d}.json")
@@ -358,6 +369,10 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
             model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True)
         model.to(device)
+        if main and cycle == 1:
+            # Step 0 of the image slider (where MLflow's image charts start): the starting weights on the
+            # val sample, and what cycle 1 picked from.
+            pictures_safely(lambda: _log_start_pictures(p, vis, val, model, ranking, train, ranker, device))
         train_epochs = epochs_for_min_steps(p.epochs, p.min_iterations, len(labeled), p.batch_size,
                                             distributed.get_env().world_size)
         config = TrainConfig(epochs=train_epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed + cycle,
@@ -405,7 +420,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
             })
             metrics.update(throughput_stats(metrics["images_per_second"], flops, peak_flops(device),
                                             devices=distributed.world_size()))
-            metrics.update({f"AP50.{name}": ap for name, ap in result.ap50_per_class.items()})
+            metrics.update({f"{PER_CLASS_PREFIX}{name}": ap for name, ap in result.ap50_per_class.items()})
             pictures_safely(lambda: _log_cycle_pictures(cycle, vis, val, preds, result, labeled, pool_counts))
             tracking.log_metrics(metrics, step=cycle)
             print(f"cycle {cycle}/{p.cycles}: {len(labeled)} labeled images, mAP50 {result.mAP50:.4f}",
@@ -429,8 +444,8 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
             model = _load_cycle_checkpoint(run_dir, cycle - 1, p)
         except (tracking.TrackingError, OSError, ValueError) as e:
             print(f"no model for pre-annotations ({e}); exporting without them", flush=True)
-    if model is None and p.preannotation_checkpoint:  # the model that ranked the pool
-        model, version = detector_from_checkpoint(p.preannotation_checkpoint), str(p.preannotation_model)
+    if model is None and p.ranking_checkpoint:  # the model that ranked the pool
+        model, version = detector_from_checkpoint(p.ranking_checkpoint), str(p.ranking_model)
     predictions = None
     if model is not None:
         by_name = train.by_name()
@@ -499,6 +514,51 @@ def _within_box_budget(p: CycleParams, order: list[str], labels_of) -> list[str]
     return protocols.select_by_box_budget(head, {n: labels_of[n].num_trainable for n in head}, p.budget_boxes)
 
 
+def _scorer(p: CycleParams, scores, model, ranker: dict):
+    """The model whose detections a cycle's scores came from: the current one under `pool`, the one that
+    ranked the pool under `batches` (None: a random pick, or no ranking model at hand)."""
+    if scores is None:
+        return None
+    if p.protocol == "pool":
+        return model
+    return _ranking_model(p, ranker)
+
+
+def _ranking_model(p: CycleParams, ranker: dict):
+    if "model" not in ranker:
+        from alod.models import detector_from_checkpoint
+
+        ranker["model"] = detector_from_checkpoint(p.ranking_checkpoint) if p.ranking_checkpoint else None
+    return ranker["model"]
+
+
+def _log_start_pictures(p: CycleParams, vis, val, model, ranking, train, ranker: dict, device) -> None:
+    """Step 0 of `val_gt_vs_pred` (the starting weights, zero labels) and of `picked` (what cycle 1
+    draws from: batch 1 as ranked under `batches`, a sample of the pool under `pool`)."""
+    import numpy as np
+
+    with torch.random.fork_rng(devices=[]):  # pictures must not change the training's random stream
+        tracking.log_image(pictures.cycle_pictures(model, vis, val.images, device=device)["gt_vs_pred"],
+                           key="val_gt_vs_pred", step=0)
+    if p.protocol == "batches" and ranking is not None:
+        batch1 = ranking[ranking["batch"] == 1].sort_values("rank")
+        scores = dict(zip(batch1["image"], batch1["score"].astype(float)))
+        names, scorer = list(batch1["image"]), _ranking_model(p, ranker)
+        what = f"in batch 1 as ranked by {p.sampler} (cycle 1 takes {p.per_cycle} of them at random)"
+    else:
+        rng = np.random.default_rng(p.seed)
+        names = [train.frames[i].name for i in rng.permutation(len(train.frames))[:8]]
+        scores, scorer, what = None, None, f"of the pool (cycle 1 takes {p.per_cycle} at random)"
+    with torch.random.fork_rng(devices=[]):
+        sheet = pictures.selection_pictures(
+            names, scores, train.frames, train.images, sampler=p.sampler, model=scorer, device=device, low_n=0,
+            seed=p.seed * 1000, cycle=0, score_threshold=p.score_threshold, batch_size=p.eval_batch_size,
+            what=what)
+    if scorer is not None:
+        scorer.to("cpu")  # kept for later cycles' sheets, off the accelerator while training
+    tracking.log_image(sheet["picked"], key="picked", step=0)
+
+
 def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: LabeledState, model, device) -> None:
     what = None
     if scores is None:
@@ -507,6 +567,8 @@ def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: Lab
         picked, scores, train.frames, train.images, sampler=p.sampler, model=model, device=device,
         labeled=state.labeled(cycle - 1), seed=p.seed * 1000 + cycle, cycle=cycle,
         score_threshold=p.score_threshold, batch_size=p.eval_batch_size, what=what)
+    if model is not None and p.protocol == "batches":
+        model.to("cpu")  # the ranking model, kept for later cycles' sheets, off the accelerator while training
     tracking.log_image(sheet["picked"], key="picked", step=cycle)
     if "score_histogram" in sheet:
         tracking.log_figure(sheet["score_histogram"], f"plots/cycle_{cycle:03d}/score_histogram.png")

@@ -66,26 +66,32 @@ def run_main(p: MainParams) -> str:
                                                       "alod.seeds": ",".join(map(str, p.seeds))}) as main_id:
         tracking.log_params({k: v for k, v in dataclasses.asdict(p).items()
                              if k not in ("experiment", "work_dir")})
-        cycle_runs, pretrain_runs = [], []
+        cycle_runs, pretrain_runs, used = [], [], []
+
+        def linked(step: str, run_id: str, what: str) -> str:
+            tracking.link_to_main(run_id, main_id)
+            used.append((step, what, run_id))
+            return run_id
+
         for seed in p.seeds:
             pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs, weights=p.weights,
                                  batch_size=p.batch_size, lr=p.lr, seed=seed, workers=p.workers, **common)
-            pre_id = _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
-                                   lambda: _detached(run_pretrain, pre)[0])
+            pre_id = linked("pretrain", _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
+                                                      lambda: _detached(run_pretrain, pre)[0]), f"seed {seed}")
             pretrain_runs.append(pre_id)
             version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
             model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
             for sampler in p.samplers:
                 rank = RankParams(model_uri=model_uri, sampler=sampler, batches=p.batches,
                                   batch_images=p.batch_images, seed=seed, workers=p.workers, **common)
-                rank_id = _reuse_or_run(p.experiment, "rank", rank.logged_params(),
-                                        lambda: _detached(run_rank, rank))
+                rank_id = linked("rank", _reuse_or_run(p.experiment, "rank", rank.logged_params(),
+                                                       lambda: _detached(run_rank, rank)), f"{sampler}, seed {seed}")
                 cyc = CycleParams(ranking=rank_id, sampler=sampler, protocol=p.protocol, cycles=p.cycles,
                                   per_cycle=p.per_cycle, epochs=p.epochs, min_iterations=p.min_iterations, arch=p.arch,
                                   batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset, weights=p.weights,
                                   nproc=p.nproc, workers=p.workers, **common)
-                cycle_id = _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
-                                         lambda: _detached(run_cycles, cyc))
+                cycle_id = linked("cycle", _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
+                                                         lambda: _detached(run_cycles, cyc)), f"{sampler}, seed {seed}")
                 cycle_runs.append(cycle_id)
         curves = tracking.cycle_curves(p.experiment)
         curves = curves[curves["run_id"].isin(cycle_runs)]
@@ -95,7 +101,7 @@ def run_main(p: MainParams) -> str:
             print(table.to_string(index=False), flush=True)
             zero = _print_ranking_model(p, pretrain_runs)
             print(f"learning curve: {png}", flush=True)
-            _log_result(p, curves, table, zero)
+            _log_result(p, curves, table, zero, used, experiment_id)
     return main_id
 
 
@@ -112,7 +118,7 @@ def _print_ranking_model(p: MainParams, pretrain_runs: list[str]) -> float | Non
     return None
 
 
-def _log_result(p: MainParams, curves, table, zero: float | None) -> None:
+def _log_result(p: MainParams, curves, table, zero: float | None, used=(), experiment_id=None) -> None:
     """The decisive numbers on the main run itself: per sampler final mAP50 and AUC, and a description."""
     metrics = {} if zero is None else {"zero_label_mAP50": zero}
     for sampler, g in curves.groupby("sampler"):
@@ -125,7 +131,18 @@ def _log_result(p: MainParams, curves, table, zero: float | None) -> None:
     tracking.set_tags({"mlflow.note.content": (
         f"**{', '.join(p.samplers)}** compared on `{p.data}` ({p.arch}, protocol {p.protocol}, {p.cycles} cycles "
         f"x {p.per_cycle} images, seeds {', '.join(map(str, p.seeds))}); mAP50 on val.{zero_text}\n\n"
-        + markdown_table(table))})
+        + markdown_table(table) + _runs_text(used, experiment_id))})
+
+
+def _runs_text(used, experiment_id) -> str:
+    """The step runs this main used, as links in the UI (each also carries `alod.main_run`)."""
+    if not used:
+        return ""
+    base = f"#/experiments/{experiment_id}/runs/" if experiment_id else None
+    lines = [f"- {step} ({what}): " + (f"[{run_id}]({base}{run_id})" if base else f"`{run_id}`")
+             for step, what, run_id in used]
+    return (f"\n\nRuns (filter the runs table with `tags.{tracking.MAIN_RUN_TAG} = '<this run id>'`):\n"
+            + "\n".join(lines))
 
 
 def _detached(fn, params):

@@ -19,6 +19,7 @@ from alod.models import build_detector, save_checkpoint
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
+    PER_CLASS_PREFIX,
     THROUGHPUT_KEYS,
     flops_per_image,
     load_split,
@@ -95,6 +96,11 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
                 model.train()
             tracking.log_metrics(metrics, step=epoch + 1)
 
+        if distributed.is_main_process() and not p.resume_run_id:
+            # Step 0 of the image slider (where MLflow's image charts start): the starting weights.
+            with torch.random.fork_rng(devices=[]):
+                pictures_safely(lambda: tracking.log_image(pictures.cycle_pictures(
+                    model, vis, val.images, device=device)["gt_vs_pred"], key="val_gt_vs_pred", step=0))
         if p.epochs == 0:  # the starting weights as they are (e.g. the source model ranks the target pool)
             save_checkpoint(ckpt, model=model, epoch=0, config={"weights": p.weights})
         else:
@@ -107,7 +113,7 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
         result = last_eval["result"]
         if p.epochs == 0:
             tracking.log_metrics({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95}, step=0)
-        tracking.log_metrics({f"AP50.{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
+        tracking.log_metrics({f"{PER_CLASS_PREFIX}{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
         tracking.log_artifact(ckpt, "checkpoints")
         if distributed.is_main_process():
             pictures_safely(lambda: tracking.log_figure(plots.ap_bars(result.ap50_per_class, mean=result.mAP50),
