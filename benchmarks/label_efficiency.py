@@ -31,8 +31,8 @@ full pool (the same recipe on every pool image for `--reference-epochs`,
 between cycles (reset=false) and `--warm-start-iterations` SGD steps per cycle.
 
     python benchmarks/label_efficiency.py [--out DIR] [--small | --from-scratch] [--protocols pool,batches]
-        [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 500 --val 100 --test 400]
-        [--cycles 4 --per-cycle 25] [--epochs 1 --min-iterations 150] [--lr 0.04] [--threads 1]
+        [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 300 --val 60 --test 250]
+        [--cycles 3 --per-cycle 20] [--epochs 1 --min-iterations 100] [--lr 0.04] [--threads 1]
 
 Printed and written to OUT (default ./label-efficiency): `table.md` /
 `table.csv` (per protocol: test mAP50 at each budget, mean ± std over seeds;
@@ -81,9 +81,11 @@ CONDITIONS = {"daytime": ("timeofday", {"daytime"}), "night": ("timeofday", {"ni
               "rain fog or snow": ("weather", {"rainy", "foggy", "snowy"})}
 
 # Values of the options a setting fills in when the command line leaves them out.
-TRANSFER = {"train": 500, "val": 100, "test": 400, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
-            "protocols": "pool,batches", "cycles": 4, "per_cycle": 25, "epochs": 1, "min_iterations": 150,
-            "lr": 0.04, "reference_epochs": 6, "pretrain_epochs": 0, "weights": None,
+# Transfer: a 300-image target pool, 3 cycles x 20 images (20 %), 100 SGD steps per cycle at lr 0.04 (the
+# best of benchmarks/finetune_recipe.py on *val*; README: Fine-tuning recipe).
+TRANSFER = {"train": 300, "val": 60, "test": 250, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
+            "protocols": "pool,batches", "cycles": 3, "per_cycle": 20, "epochs": 1, "min_iterations": 100,
+            "lr": 0.04, "reference_epochs": 8, "pretrain_epochs": 0, "weights": None,
             "warm_start_samplers": "random", "warm_start_iterations": 50}
 FROM_SCRATCH = {"train": 200, "val": 40, "test": 80, "samplers": "random,boxcount,entropy,margin,coreset,hybrid",
                 "seeds": "0,1,2", "protocols": "pool", "cycles": 4, "per_cycle": 10, "epochs": 8,
