@@ -41,7 +41,7 @@ demo: setup
 		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --workers 0 --experiment-name alod-demo
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
-	@echo "then http://127.0.0.1:5000 -> Model training -> experiment alod-demo -> select the cycle runs -> Chart view (mAP50 by step)."
+	@echo "then http://127.0.0.1:5000 -> experiment alod-demo -> Training runs -> search tags.\`alod.step\` = 'cycle' -> Chart view (mAP50 by step; README: Comparing samplers)."
 
 # Serve a registered detector over REST on 127.0.0.1 (see README, "Serving"). `mlflow models
 # serve` starts `uvicorn` from PATH, so the venv's bin folder goes first on it.
