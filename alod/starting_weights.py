@@ -82,32 +82,23 @@ def model_weights(choice: str | None) -> str | None:
 
 def check_weights(arch: str, path: str | Path) -> None:
     """Load `path` into a fresh `arch` model as training would; a clear error if it does not fit."""
+    from alod.models import _state_dict_of, _torch_load, load_state_strict
+
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    obj = _peek_config(path)
-    saved_arch = obj.get("arch")
+    obj = _torch_load(path)  # read once: its build config (an alod checkpoint's) and its tensors
+    config = obj["config"] if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else {}
+    saved_arch = config.get("arch")
     if saved_arch is not None and saved_arch != arch:
         raise CheckpointError(f"{path} holds weights of a {saved_arch!r} detector, not of {arch!r}: "
                               f"use --arch {saved_arch} or another weight file")
-    saved_classes = obj.get("num_classes")
+    saved_classes = config.get("num_classes")
     model = build_detector(arch)  # the det_20 classes + background
     own = model.roi_heads.box_predictor.cls_score.out_features
     if saved_classes is not None and int(saved_classes) != own:
         raise CheckpointError(f"{path} is an alod checkpoint for {saved_classes} classes (background included), "
                               f"but alod detects {own}: it was trained on another label set")
-    from alod.models import load_weights
-
-    load_weights(model, path, finetune=True)
-
-
-def _peek_config(path: str | Path) -> dict:
-    """An alod checkpoint's build config ({} for a bare state dict); errors as load_checkpoint's."""
-    from alod.models import _torch_load
-
-    obj = _torch_load(path)
-    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
-        return obj["config"]
-    return {}
+    load_state_strict(model, _state_dict_of(obj, str(path)), source=str(path), finetune=True)
 
 
 def provenance(path: str | Path) -> dict:
@@ -142,12 +133,12 @@ def build_starting_weights(out: str | Path, settings: BuildSettings, *, work: st
 
     Returns the provenance written into the file (and to `out` with suffix .json):
     settings, wall time, source and target val mAP50 (and per class), sha256."""
+    from alod.data.dataset import DetectionDataset
     from alod.data.synthetic import DOMAINS, write_dataset
     from alod.engine.evaluate import evaluate
     from alod.engine.infer import predict_all
     from alod.engine.train import TrainConfig, fit
-    from alod.data.bdd100k import load_labels, split_paths
-    from alod.data.dataset import DetectionDataset
+    from alod.steps.common import load_split
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -162,24 +153,20 @@ def build_starting_weights(out: str | Path, settings: BuildSettings, *, work: st
                       workers=max(1, settings.workers))
         synth_seconds = time.perf_counter() - started
 
-        def split(root: Path, name: str):
-            labels, images = split_paths(root, name)
-            return load_labels(labels)[0], images
-
-        train_frames, train_images = split(source, "train")
+        train = load_split(source, "train")
         torch.manual_seed(settings.seed)
         model = build_detector(settings.arch)
         config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
                              seed=settings.seed, workers=settings.workers, device="cpu", clip_grad_norm=10.0)
         t0 = time.perf_counter()
-        fit(model, DetectionDataset(train_frames, train_images, train=True), config,
+        fit(model, DetectionDataset(train.frames, train.images, train=True), config,
             checkpoint_path=scratch / "training.pt", resume=False, progress=progress)
         train_seconds = time.perf_counter() - t0
         quality = {}
         for domain, root in (("source", source), ("target", target)):
-            frames, images = split(root, "val")
-            result = evaluate(frames, predict_all(model, frames, images, device=torch.device("cpu"),
-                                                  batch_size=8, workers=settings.workers))
+            val = load_split(root, "val")  # loaded as every evaluation loads it (exact, unclipped)
+            result = evaluate(val.frames, predict_all(model, val.frames, val.images, device=torch.device("cpu"),
+                                                      batch_size=8, workers=settings.workers))
             quality[domain] = {"mAP50": result.mAP50, "mAP50_95": result.mAP50_95,
                                "ap50_per_class": {k: (None if v != v else v)
                                                   for k, v in result.ap50_per_class.items()}}
