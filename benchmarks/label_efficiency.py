@@ -178,11 +178,9 @@ def _stamp(started: float) -> str:
 
 
 def _reuse_or_run(args, step: str, params: dict, run) -> tuple[str, bool]:
-    if not args.fresh:
-        found = tracking.find_finished_run(args.experiment, step, params, tracking.code_version())
-        if found is not None:
-            return found.info.run_id, True
-    return run(), False
+    from alod.steps.main import reuse_or_run  # the chaining `main` uses: same parameters and code, same run
+
+    return reuse_or_run(args.experiment, step, params, run, fresh=args.fresh)
 
 
 def _evaluate_checkpoint(path: Path, split, args):

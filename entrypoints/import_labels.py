@@ -6,15 +6,12 @@ from pathlib import Path
 
 import click
 
-from entrypoints.options import friendly_errors
+from alod.params import ImportLabelsParams
+from entrypoints.options import friendly_errors, options_for
 
 
 @click.command(name="import-labels")
-@click.argument("run_id")
-@click.argument("labels", type=click.Path(exists=True, path_type=Path))
-@click.option("--replace", type=click.BOOL, default=False, show_default=True,
-              help="Overwrite images imported earlier with different labels (otherwise: refused, nothing merged).")
-@click.option("--work-dir", default=".alod", show_default=True, help="Where the run keeps its local state.")
+@options_for(ImportLabelsParams)
 @friendly_errors
 def import_labels(run_id: str, labels: Path, replace: bool, work_dir: str) -> None:
     """Merge LABELS into cycle run RUN_ID.

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import typing
+from pathlib import Path
+from typing import Callable
 
 import click
 from click.core import ParameterSource
 
-from alod.tracking import DEFAULT_EXPERIMENT
+from alod import params
 
 
 # MLproject's default for `data`; `alod` itself has none (it also takes explicit label paths).
-MLPROJECT_DATA_DEFAULT = "data/bdd100k"
+MLPROJECT_DATA_DEFAULT = params.SHARED["data"][1]["mlproject_default"]
 
 
 def none_if_empty(_ctx, _param, value):
@@ -31,38 +35,64 @@ def csv_list(cast):
     return convert
 
 
-def data_option(f):
-    return click.option("--data", type=click.Path(file_okay=False), default=None,
-                        callback=none_if_empty,
-                        help="BDD100K-layout root: images/100k/{split}, labels/det_20/det_{split}.json "
-                             "(what `alod synth` writes).")(f)
+def option_name(f: dataclasses.Field) -> str:
+    return params.info(f).option or "--" + f.name.replace("_", "-")
 
 
-def experiment_option(f):
-    return click.option("--experiment-name", "experiment", default=lambda: os.environ.get(
-        "MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT), show_default="alod or $MLFLOW_EXPERIMENT_NAME",
-        help="MLflow experiment to log to.")(f)
+def _help(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def common_train_options(f):
-    for opt in reversed([
-        click.option("--arch", default="fasterrcnn_resnet50_fpn", show_default=True,
-                     help="Detector: see `alod models archs`; `tiny` for CPU work."),
-        click.option("--epochs", type=int, default=50, show_default=True),
-        click.option("--batch-size", type=int, default=4, show_default=True, help="Images per process."),
-        click.option("--lr", type=float, default=0.02, show_default=True,
-                     help="Learning rate for a total batch of 16, scaled linearly (torchvision's rule)."),
-        click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers."),
-        click.option("--work-dir", default=".alod", show_default=True,
-                     help="Local folder for checkpoints and state, written before upload."),
-    ]):
-        f = opt(f)
-    return f
+def make_option(f: dataclasses.Field, hint) -> Callable:
+    """The click option (or argument) of one declared parameter: type, default and help from the field."""
+    spec, kind, default = params.info(f), params.base_type(hint), params.default_of(f)
+    if spec.argument:
+        return click.argument(f.name, type=click.Path(exists=True, path_type=Path) if spec.mlproject_type == "path"
+                              else kind)
+    kwargs: dict = {"help": _help(spec.help), "show_default": spec.shown_default or True}
+    if isinstance(kind, tuple):  # tuple[int, ...]: a comma-separated list
+        kwargs.update(default=",".join(map(str, default)), callback=csv_list(kind[0]))
+    elif spec.choices:
+        kwargs.update(type=click.Choice(list(spec.choices)), default=default)
+    elif kind is bool:
+        kwargs.update(type=click.BOOL, default=default)
+    elif kind in (int, float):
+        kwargs.update(type=click.IntRange(min=spec.minimum) if kind is int and spec.minimum is not None
+                      else click.FloatRange(min=spec.minimum) if spec.minimum is not None else kind,
+                      default=default)
+    else:
+        kwargs.update(default=default)
+        if default is None:
+            kwargs["callback"] = none_if_empty
+            kwargs["show_default"] = spec.shown_default or False
+    if f.name == "experiment":  # MLflow's own variable picks the experiment when the option is left out
+        kwargs["default"] = lambda: os.environ.get("MLFLOW_EXPERIMENT_NAME", default)
+    if f.name == "data":
+        kwargs["type"] = click.Path(file_okay=False)
+    return click.option(option_name(f), f.name, **kwargs)
 
 
-def seed_option(f):
-    return click.option("--seed", type=int, default=0, show_default=True,
-                        help="Seeds data subsets, selection and initial weights.")(f)
+def options_for(params_cls: type, *, only: tuple[str, ...] = ()) -> Callable:
+    """Decorate a click command with an option per parameter of `params_cls` a person sets (in field order)."""
+    hints = params.type_hints(params_cls)
+    fields = [f for f in params.step_fields(params_cls, user=True) if not only or f.name in only]
+
+    def decorate(command: Callable) -> Callable:
+        for f in reversed(fields):
+            command = make_option(f, hints[f.name])(command)
+        return command
+    return decorate
+
+
+def shared_option(name: str) -> Callable:
+    """The option of a parameter declared in alod.params.SHARED, for commands that are not steps."""
+    holder = dataclasses.make_dataclass("Shared", [(name, typing.Any, params.shared(name))])
+    (f,) = dataclasses.fields(holder)
+    return make_option(f, str | None if params.default_of(f) is None else type(params.default_of(f)))
+
+
+data_option = shared_option("data")
+experiment_option = shared_option("experiment")
 
 
 def friendly_errors(f):
@@ -90,9 +120,7 @@ def resumed_params(kwargs: dict, params_cls: type) -> dict:
     ctx = click.get_current_context()
     explicit = {name for name in kwargs
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    defaults = {}
-    for param in ctx.command.params:
-        default = param.get_default(ctx)
-        defaults[param.name] = (param.callback(ctx, param, default) if param.callback else default,)
-    defaults["data"] += (MLPROJECT_DATA_DEFAULT,)  # what `mlflow run` passes when -P data is left out
+    # the values that mean "not chosen": the declared default, and what MLproject passes for it
+    defaults = {f.name: (params.default_of(f), params.info(f).mlproject_default)
+                for f in params.step_fields(params_cls, user=True)}
     return with_logged_params(kwargs, explicit, params_cls, defaults)

@@ -157,11 +157,6 @@ def flops_per_image(model: torch.nn.Module, frames: Sequence[Frame], images: Pat
         return None
 
 
-# Settings of how a run is executed, not of what it computes: a resume may change them.
-RESUME_MAY_CHANGE = frozenset({"data", "nproc", "nnodes", "rdzv_endpoint", "max_restarts", "workers",
-                               "eval_batch_size", "register", "work_dir", "experiment", "annotation_url_prefix"})
-
-
 def with_logged_params(given: dict, explicit: set[str], params_cls: type,
                        defaults: dict[str, tuple] | None = None) -> dict:
     """For a resume: the run's logged parameters fill in every value not chosen,
@@ -172,8 +167,8 @@ def with_logged_params(given: dict, explicit: set[str], params_cls: type,
     every MLproject parameter, defaults included, so a value equal to its default
     counts as not chosen. A chosen
     value that contradicts the logged one is refused (ValueError) unless it is
-    only about how the run executes (RESUME_MAY_CHANGE): one run must not mix
-    two experiments' settings."""
+    only about how the run executes (declared `resumable`, see alod.params): one
+    run must not mix two experiments' settings."""
     run = tracking.get_run(given["resume_run_id"])
     logged = run.data.params
     hints = typing.get_type_hints(params_cls)
@@ -184,7 +179,7 @@ def with_logged_params(given: dict, explicit: set[str], params_cls: type,
         out["experiment"] = tracking.experiment_name(run.info.experiment_id)
     conflicts = []
     # what defines the run's results; `mlflow run` also logs the rest of the MLproject parameters
-    defining = set(params_cls().logged_params()) - RESUME_MAY_CHANGE
+    defining = params_cls.defining()
     for name, text in sorted(logged.items()):
         if name not in out or name == "resume_run_id":
             continue

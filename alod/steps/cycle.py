@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +40,7 @@ from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
+from alod.params import ORACLES, CycleParams
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
@@ -55,57 +55,6 @@ from alod.steps.common import (
 )
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
-ORACLES = ("simulated", "files")
-
-
-@dataclass
-class CycleParams:
-    data: str | None = None
-    ranking: str | None = None  # a rank run id or a parquet path; not needed for protocol=pool
-    sampler: str | None = None  # default: the ranking run's sampler (batches) / boxcount (pool)
-    protocol: str = "batches"
-    cycles: int = 13
-    per_cycle: int = 1000
-    budget_boxes: int = 0  # > 0: each cycle labels images in selection order until this many boxes (at most per_cycle images)
-    epochs: int = 50
-    min_iterations: int = 0  # per cycle: more epochs when `epochs` gives fewer SGD steps
-    arch: str = "fasterrcnn_resnet50_fpn"
-    batch_size: int = 4
-    lr: float = 0.02
-    seed: int = 0
-    reset: bool = True
-    weights: str | None = None  # every cycle starts from it (reset) / cycle 1 does; None: the arch's shipped
-    # starting weights (tiny), else random init; "none": random init
-    nproc: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str | None = None
-    max_restarts: int = 0
-    workers: int = 2
-    eval_batch_size: int = 8
-    score_threshold: float = 0.05
-    oracle: str = "simulated"  # or "files": export each batch for annotators, wait for `alod import-labels`
-    preannotation_threshold: float = 0.5  # files oracle: predictions above this become pre-annotations
-    annotation_url_prefix: str = ""  # files oracle: put before image names in Label Studio tasks
-    register: bool = True
-    experiment: str = tracking.DEFAULT_EXPERIMENT
-    resume_run_id: str | None = None
-    work_dir: str = ".alod"
-    # Filled in by the launcher for the workers:
-    run_id: str | None = None
-    ranking_file: str | None = None
-    state_file: str | None = None
-    labels_file: str | None = None
-    # The model that ranked the pool (a local copy of its checkpoint, and its models:/ URI): cycle 1's
-    # pre-annotations (files oracle) and, under `batches`, the detections drawn on the `picked` sheets.
-    ranking_checkpoint: str | None = None
-    ranking_model: str | None = None
-    extra_tags: dict = field(default_factory=dict)
-
-    def logged_params(self) -> dict:
-        skip = {"run_id", "ranking_file", "state_file", "labels_file", "resume_run_id",
-                "ranking_checkpoint", "ranking_model", "extra_tags", "work_dir",
-                "experiment", "rdzv_endpoint"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 class CycleInputError(ValueError):

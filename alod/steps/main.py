@@ -7,12 +7,12 @@ parameters and code version is reused instead of run again.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from alod import tracking
 from alod.engine import distributed
 from alod.plots import learning_curves
+from alod.params import MainParams
 from alod.report import compare_table, curve_auc, markdown_table
 from alod.steps.cycle import CycleParams, run_cycles
 from alod.steps.pretrain import PretrainParams, run_pretrain
@@ -20,37 +20,18 @@ from alod.steps.rank import RankParams, run_rank
 from alod.starting_weights import weights_choice
 
 
-@dataclass
-class MainParams:
-    data: str | None = None
-    samplers: tuple[str, ...] = ("random", "boxcount")
-    seeds: tuple[int, ...] = (0,)
-    arch: str = "fasterrcnn_resnet50_fpn"
-    fraction: float = 0.7
-    pretrain_epochs: int = 50
-    epochs: int = 50
-    min_iterations: int = 0
-    batch_size: int = 4
-    lr: float = 0.02
-    protocol: str = "batches"
-    cycles: int = 13
-    per_cycle: int = 1000
-    batches: int = 14
-    batch_images: int = 5000
-    reset: bool = True
-    weights: str | None = None  # initial weights for pretrain and every cycle (None: the arch's shipped ones; "none": random)
-    nproc: int = 1
-    workers: int = 2
-    experiment: str = tracking.DEFAULT_EXPERIMENT
-    work_dir: str = ".alod"
-
-
-def _reuse_or_run(experiment: str, step: str, params: dict, run):
-    found = tracking.find_finished_run(experiment, step, params, tracking.code_version())
+def reuse_or_run(experiment: str, step: str, params: dict, run, *, fresh: bool = False) -> tuple[str, bool]:
+    """(run id, reused): a FINISHED run of `step` with these logged params and this code version
+    (MLflow's multistep_workflow `_get_or_run`), else the run id `run()` returns. `fresh`: always run."""
+    found = None if fresh else tracking.find_finished_run(experiment, step, params, tracking.code_version())
     if found is not None:
         print(f"reusing finished {step} run {found.info.run_id} (same parameters and code)", flush=True)
-        return found.info.run_id
-    return run()
+        return found.info.run_id, True
+    return run(), False
+
+
+def _reuse_or_run(experiment: str, step: str, params: dict, run) -> str:
+    return reuse_or_run(experiment, step, params, run)[0]
 
 
 def run_main(p: MainParams) -> str:
@@ -61,11 +42,9 @@ def run_main(p: MainParams) -> str:
         # Default one, or --experiment-name): the steps and the search for reusable runs
         # follow it, so every run of this comparison lands beside main.
         p = dataclasses.replace(p, experiment=tracking.experiment_name(experiment_id))
-    common = {"data": p.data, "experiment": p.experiment, "work_dir": p.work_dir}
     with tracking.run("main", run_name="main", tags={"alod.samplers": ",".join(p.samplers),
                                                       "alod.seeds": ",".join(map(str, p.seeds))}) as main_id:
-        tracking.log_params({k: v for k, v in dataclasses.asdict(p).items()
-                             if k not in ("experiment", "work_dir")})
+        tracking.log_params(p.logged_params())
         cycle_runs, pretrain_runs, used = [], [], []
 
         def linked(step: str, run_id: str, what: str) -> str:
@@ -74,22 +53,17 @@ def run_main(p: MainParams) -> str:
             return run_id
 
         for seed in p.seeds:
-            pre = PretrainParams(arch=p.arch, fraction=p.fraction, epochs=p.pretrain_epochs, weights=p.weights,
-                                 batch_size=p.batch_size, lr=p.lr, seed=seed, workers=p.workers, **common)
+            pre = p.subset_for(PretrainParams, epochs=p.pretrain_epochs, seed=seed)
             pre_id = linked("pretrain", _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
                                                       lambda: _detached(run_pretrain, pre)[0]), f"seed {seed}")
             pretrain_runs.append(pre_id)
             version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
             model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
             for sampler in p.samplers:
-                rank = RankParams(model_uri=model_uri, sampler=sampler, batches=p.batches,
-                                  batch_images=p.batch_images, seed=seed, workers=p.workers, **common)
+                rank = p.subset_for(RankParams, model_uri=model_uri, sampler=sampler, seed=seed)
                 rank_id = linked("rank", _reuse_or_run(p.experiment, "rank", rank.logged_params(),
                                                        lambda: _detached(run_rank, rank)), f"{sampler}, seed {seed}")
-                cyc = CycleParams(ranking=rank_id, sampler=sampler, protocol=p.protocol, cycles=p.cycles,
-                                  per_cycle=p.per_cycle, epochs=p.epochs, min_iterations=p.min_iterations, arch=p.arch,
-                                  batch_size=p.batch_size, lr=p.lr, seed=seed, reset=p.reset, weights=p.weights,
-                                  nproc=p.nproc, workers=p.workers, **common)
+                cyc = p.subset_for(CycleParams, ranking=rank_id, sampler=sampler, seed=seed)
                 cycle_id = linked("cycle", _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
                                                          lambda: _detached(run_cycles, cyc)), f"{sampler}, seed {seed}")
                 cycle_runs.append(cycle_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from alod.engine.evaluate import evaluate
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector, save_checkpoint
+from alod.params import PretrainParams
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
@@ -26,29 +25,6 @@ from alod.steps.common import (
     pictures_safely,
     subset,
 )
-
-
-@dataclass
-class PretrainParams:
-    data: str | None = None
-    arch: str = "fasterrcnn_resnet50_fpn"
-    fraction: float = 0.7
-    epochs: int = 50
-    batch_size: int = 4
-    lr: float = 0.02
-    seed: int = 0
-    workers: int = 2
-    eval_batch_size: int = 8
-    eval_every: int = 1
-    weights: str | None = None  # a local weight file; None: the arch's shipped starting weights; "none": random init
-    register: bool = True
-    experiment: str = tracking.DEFAULT_EXPERIMENT
-    work_dir: str = ".alod"
-    resume_run_id: str | None = None  # continue an interrupted pretrain run from its last epoch checkpoint
-
-    def logged_params(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("experiment", "work_dir", "resume_run_id")}
 
 
 def run_pretrain(p: PretrainParams) -> tuple[str, object]:

@@ -7,7 +7,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from alod import pictures, tracking
@@ -17,6 +16,7 @@ from alod.engine import distributed
 from alod.engine.distributed import default_device
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import detector_from_checkpoint
+from alod.params import RankParams
 from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
@@ -29,29 +29,6 @@ from alod.steps.common import (
 
 PARAMS_ENV = "ALOD_RANK_PARAMS"
 RESULT_ENV = "ALOD_RANK_RESULT"
-
-
-@dataclass
-class RankParams:
-    data: str | None = None
-    model_uri: str = f"models:/{tracking.PRETRAINED_MODEL}@{tracking.CHAMPION}"
-    sampler: str = "boxcount"
-    batches: int = 14
-    batch_images: int = 5000
-    score_threshold: float = 0.05
-    seed: int = 0
-    eval_batch_size: int = 8
-    workers: int = 2
-    nproc: int = 1  # torchrun processes: each scores a shard of the pool
-    # Set by the launcher so torchrun workers never query the registry themselves:
-    checkpoint_file: str | None = None
-    model_tags: dict | None = None
-    experiment: str = tracking.DEFAULT_EXPERIMENT
-    work_dir: str = ".alod"
-
-    def logged_params(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("experiment", "work_dir", "nproc", "checkpoint_file", "model_tags")}
 
 
 def run_rank(p: RankParams) -> str:

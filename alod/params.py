@@ -1,0 +1,308 @@
+"""Step parameters, each declared once.
+
+A step's parameters are a dataclass (`PretrainParams`, `RankParams`, ...) whose
+fields carry in their metadata everything the other places need: the help text,
+whether the run logs the value as an MLflow param, whether a resume may change
+it, and whether a person sets it at all (fields a launcher fills in for its
+workers are not options). From those fields `entrypoints.options.options_for`
+builds the click options and `entrypoints.generated` writes `MLproject` and the
+README's parameter tables; `tests/test_generated.py` fails when either file is
+stale. A parameter several steps take (`arch`, `lr`, `work_dir`, ...) is
+declared once in `SHARED` and used with `shared(name)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from alod.tracking import CHAMPION, DEFAULT_EXPERIMENT, PRETRAINED_MODEL
+
+META_KEY = "alod"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    help: str = ""
+    logged: bool = True  # logged as an MLflow param of the step's run (and compared for run reuse)
+    resumable: bool = False  # how the run executes, not what it computes: a resume may change it
+    user: bool = True  # False: filled in by a launcher for its workers, never an option
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    option: str | None = None  # the click option when not --field-name
+    argument: bool = False  # a positional click argument (MLproject: a required parameter)
+    mlproject: bool = True  # an MLproject parameter (`experiment` is not: `mlflow run` chooses it)
+    mlproject_type: str | None = None  # e.g. "path" (MLflow resolves it); default: from the Python type
+    mlproject_default: Any = None  # what MLproject passes when the CLI has no default (`data`)
+    shown_default: str | None = None  # how --help and the README show a default computed at run time
+
+
+def param(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, **info: Any) -> Any:
+    """A dataclass field carrying its ParamInfo."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={META_KEY: ParamInfo(help=help, **info)})
+
+
+def info(f: dataclasses.Field) -> ParamInfo:
+    return f.metadata.get(META_KEY, ParamInfo(user=False, logged=False))
+
+
+_WEIGHTS_HELP = ("local weight file (a state dict, torchvision `.pth` or alod checkpoint; e.g. torchvision's "
+                 "COCO-pretrained weights); default: the weights alod ships for the architecture (tiny: "
+                 "`alod models weights`), else random init; `none`: random init. Nothing is downloaded")
+
+# The parameters several steps take: (default, ParamInfo fields). A step may give its own help.
+SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
+    "data": (None, dict(help="BDD100K-layout root: images/100k/{split}, labels/det_20/det_{split}.json "
+                             "(what `alod synth` writes)", resumable=True, mlproject_default="data/bdd100k")),
+    "arch": ("fasterrcnn_resnet50_fpn", dict(help="detector: `fasterrcnn_resnet50_fpn`, "
+                                                  "`fasterrcnn_resnet50_fpn_v2`, `fasterrcnn_mobilenet_v3_large_fpn`, "
+                                                  "`fasterrcnn_mobilenet_v3_large_320_fpn`, `tiny` (CPU work); see "
+                                                  "`alod models archs`")),
+    "epochs": (50, dict(help="training epochs", minimum=0)),
+    "min_iterations": (0, dict(help="at least this many SGD steps per cycle: small labeled sets train more epochs "
+                                    "(early cycles otherwise barely train); 0: exactly `epochs`", minimum=0)),
+    "batch_size": (4, dict(help="images per process", minimum=1)),
+    "lr": (0.02, dict(help="learning rate for a total batch of 16, scaled linearly with batch x processes "
+                           "(torchvision's rule)")),
+    "seed": (0, dict(help="seeds data subsets, selection, initial weights and shuffling")),
+    "weights": (None, dict(help=_WEIGHTS_HELP, shown_default="the arch's starting weights")),
+    "workers": (2, dict(help="DataLoader workers", resumable=True, minimum=0)),
+    "eval_batch_size": (8, dict(help="inference batch size", resumable=True, minimum=1)),
+    "score_threshold": (0.05, dict(help="detections scoring below this do not count (boxcount, pre-annotations)")),
+    "nproc": (1, dict(help="processes per node under torchrun (one per GPU; gloo on CPU)", resumable=True,
+                      minimum=1)),
+    "register": (True, dict(help="register the final model", resumable=True)),
+    "resume_run_id": (None, dict(help="continue an interrupted (killed, SIGTERM-stopped) run from its last "
+                                      "checkpoint, with the run's logged parameters (README: Resume)",
+                                 logged=False)),
+    "fraction": (0.7, dict(help="seeded fraction of the training split to pretrain on")),
+    "protocol": ("batches", dict(help="`batches` (the study's: one ranking cut into batches) or `pool` (re-score "
+                                      "the unlabeled pool every cycle)", choices=("batches", "pool"))),
+    "cycles": (13, dict(help="active-learning cycles", minimum=1)),
+    "per_cycle": (1000, dict(help="images unveiled per cycle", minimum=1)),
+    "reset": (True, dict(help="re-initialise the detector to its starting weights every cycle "
+                              "(false: warm-start from the previous cycle)")),
+    "batches": (14, dict(help="batches the ranking is cut into", minimum=1)),
+    "batch_images": (5000, dict(help="images per batch of the ranking", minimum=1)),
+    "model_uri": (f"models:/{PRETRAINED_MODEL}@{CHAMPION}",
+                  dict(help="registered model to rank with (models:/NAME@ALIAS or models:/NAME/VERSION)")),
+    "experiment": (DEFAULT_EXPERIMENT, dict(help="MLflow experiment to log to", option="--experiment-name", mlproject=False,
+                                            shown_default="alod or $MLFLOW_EXPERIMENT_NAME", logged=False,
+                                            resumable=True)),
+    "work_dir": (".alod", dict(help="local folder for checkpoints and state, written before upload",
+                               logged=False, resumable=True)),
+}
+
+
+def shared(name: str, **changes: Any) -> Any:
+    """The field of a parameter declared in SHARED (`changes`: this step's own help or default)."""
+    default, spec = SHARED[name]
+    default = changes.pop("default", default)
+    return param(default, **{**spec, **changes})
+
+
+def step_fields(cls: type, *, user: bool | None = None) -> list[dataclasses.Field]:
+    """The dataclass fields of a params class (only those a person sets with `user=True`)."""
+    return [f for f in dataclasses.fields(cls) if user is None or info(f).user == user]
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def base_type(hint: Any) -> Any:
+    """int for `int`, str for `str | None`, (str,) for `tuple[str, ...]`."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return (args[0],)
+    if args and typing.get_origin(hint) is not tuple:
+        return args[0]
+    return hint
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+class StepParams:
+    """What every step's params dataclass shares: which values its run logs, which a resume may change."""
+
+    def logged_params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if info(f).logged}
+
+    @classmethod
+    def resumable(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls) if info(f).resumable}
+
+    @classmethod
+    def defining(cls) -> set[str]:
+        """The parameters that define a run's results: a resume must not change them."""
+        return {f.name for f in dataclasses.fields(cls) if info(f).logged and not info(f).resumable}
+
+    def subset_for(self, cls: type, **overrides: Any):
+        """`cls`'s params built from this object's fields of the same name (plus `overrides`):
+        how `main` hands its settings to each step."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        return cls(**{**values, **overrides})
+
+
+# --------------------------------------------------------------------------- the steps' parameters
+
+ORACLES = ("simulated", "files")
+
+
+@dataclass
+class PretrainParams(StepParams):
+    """`alod pretrain` / `mlflow run . -e pretrain`."""
+
+    data: str | None = shared("data")
+    arch: str = shared("arch")
+    fraction: float = shared("fraction")
+    epochs: int = shared("epochs", help="training epochs; 0 registers the starting weights as they are (no "
+                                        "training: the model that ranks is then what zero labels give, as a "
+                                        "COCO model ranking BDD100K)")
+    batch_size: int = shared("batch_size")
+    lr: float = shared("lr")
+    seed: int = shared("seed")
+    workers: int = shared("workers")
+    eval_batch_size: int = shared("eval_batch_size")
+    eval_every: int = param(1, "evaluate on val every N epochs", minimum=1)
+    weights: str | None = shared("weights", help="starting weights: " + SHARED["weights"][1]["help"])
+    register: bool = shared("register", help="register the model as a version of alod-pretrained and point "
+                                              "`champion` at it")
+    experiment: str = shared("experiment")
+    work_dir: str = shared("work_dir")
+    resume_run_id: str | None = shared("resume_run_id")
+
+
+@dataclass
+class RankParams(StepParams):
+    """`alod rank` / `mlflow run . -e rank`."""
+
+    data: str | None = shared("data")
+    model_uri: str = shared("model_uri")
+    sampler: str = param("boxcount", "how to score pool images (`alod samplers`); higher = label first")
+    batches: int = shared("batches")
+    batch_images: int = shared("batch_images")
+    score_threshold: float = shared("score_threshold")
+    seed: int = shared("seed")
+    eval_batch_size: int = shared("eval_batch_size")
+    workers: int = shared("workers")
+    # the ranking does not depend on how the pool is sharded: not logged, so any nproc reuses a run
+    nproc: int = shared("nproc", help="processes under torchrun; each scores a shard of the pool (one per GPU)",
+                        logged=False)
+    experiment: str = shared("experiment")
+    work_dir: str = shared("work_dir")
+    # Set by the launcher so torchrun workers never query the registry themselves:
+    checkpoint_file: str | None = None
+    model_tags: dict | None = None
+
+
+@dataclass
+class CycleParams(StepParams):
+    """`alod cycle` / `mlflow run . -e cycle`."""
+
+    data: str | None = shared("data")
+    ranking: str | None = param(None, "a rank run id or a ranking.parquet path; not needed for protocol=pool")
+    sampler: str | None = param(None, "scoring for protocol=pool (`alod samplers`)",
+                                shown_default="the ranking's sampler, else boxcount")
+    protocol: str = shared("protocol")
+    cycles: int = shared("cycles")
+    per_cycle: int = shared("per_cycle")
+    budget_boxes: int = param(0, "count the budget in boxes: each cycle labels images in selection order (random "
+                                 "order in cycle 1) until this many ground-truth boxes, at most `per_cycle` "
+                                 "images; the first image is always taken. Crowded driving images cost more to "
+                                 "label. Simulated oracle only (the cost of an image is unknown before people "
+                                 "label it); 0: count in images", minimum=0)
+    epochs: int = shared("epochs")
+    min_iterations: int = shared("min_iterations")
+    arch: str = shared("arch")
+    batch_size: int = shared("batch_size")
+    lr: float = shared("lr")
+    seed: int = shared("seed")
+    reset: bool = shared("reset")
+    weights: str | None = shared("weights", help="weights every cycle starts from (reset) or cycle 1 does: "
+                                                 + SHARED["weights"][1]["help"])
+    nproc: int = shared("nproc")
+    nnodes: int = param(1, "nodes (multi-node torchrun)", resumable=True, minimum=1)
+    rdzv_endpoint: str | None = param(None, "host:port of node 0's rendezvous, for nnodes > 1", resumable=True,
+                                      logged=False)
+    max_restarts: int = param(0, "elastic restarts: a failed worker restarts and the cycle resumes from its "
+                                 "checkpoint", resumable=True, minimum=0)
+    workers: int = shared("workers")
+    eval_batch_size: int = shared("eval_batch_size")
+    score_threshold: float = shared("score_threshold")
+    oracle: str = param("simulated", "`simulated`: unveil the ground truth; `files`: export each batch for "
+                                     "annotators and wait for `alod import-labels` (README: People as the oracle)",
+                        choices=ORACLES)
+    preannotation_threshold: float = param(0.5, "files oracle: predictions scoring at least this become "
+                                                "pre-annotations")
+    annotation_url_prefix: str = param("", "files oracle: URL prefix of the (URL-encoded) image names in Label "
+                                           "Studio tasks, where the labeling page loads them from: e.g. "
+                                           "https://host/bdd100k/images/100k/train/, or with Label Studio's "
+                                           "local files serving and the BDD100K layout "
+                                           "`/data/local-files/?d=images/100k/train/` (README: Label Studio). "
+                                           "Empty: bare names, with a warning", resumable=True)
+    register: bool = shared("register", help="register the final model as a version of alod-detector")
+    experiment: str = shared("experiment")
+    resume_run_id: str | None = shared("resume_run_id")
+    work_dir: str = shared("work_dir")
+    # Filled in by the launcher for the workers:
+    run_id: str | None = None
+    ranking_file: str | None = None
+    state_file: str | None = None
+    labels_file: str | None = None
+    # The model that ranked the pool (a local copy of its checkpoint, and its models:/ URI): cycle 1's
+    # pre-annotations (files oracle) and, under `batches`, the detections drawn on the `picked` sheets.
+    ranking_checkpoint: str | None = None
+    ranking_model: str | None = None
+    extra_tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class MainParams(StepParams):
+    """`alod run` / `mlflow run . -e main`: every field a step also has goes to that step."""
+
+    data: str | None = shared("data", help="BDD100K-layout root, for every step")
+    samplers: tuple[str, ...] = param(("random", "boxcount"), "comma-separated; one rank + cycle run per sampler "
+                                                              "x seed")
+    seeds: tuple[int, ...] = param((0,), "comma-separated; one pretrain per seed, one rank + cycle run per "
+                                         "sampler x seed")
+    arch: str = shared("arch")
+    fraction: float = shared("fraction")
+    pretrain_epochs: int = param(50, "pretrain's epochs; 0: the starting weights are registered as they are "
+                                     "and rank the pool (as a COCO model would rank BDD100K)", minimum=0)
+    epochs: int = shared("epochs", help="each cycle's training epochs")
+    min_iterations: int = shared("min_iterations")
+    batch_size: int = shared("batch_size")
+    lr: float = shared("lr")
+    protocol: str = shared("protocol")
+    cycles: int = shared("cycles")
+    per_cycle: int = shared("per_cycle")
+    batches: int = shared("batches")
+    batch_images: int = shared("batch_images")
+    reset: bool = shared("reset")
+    weights: str | None = shared("weights", help="weights pretrain and every cycle start from: "
+                                                 + SHARED["weights"][1]["help"])
+    nproc: int = shared("nproc")
+    workers: int = shared("workers")
+    experiment: str = shared("experiment")
+    work_dir: str = shared("work_dir")
+
+
+@dataclass
+class ImportLabelsParams(StepParams):
+    """`alod import-labels` / `mlflow run . -e import_labels`."""
+
+    run_id: str = param("", "the cycle run waiting for labels (oracle=files)", argument=True)
+    labels: str = param("", "labels as the tools export them: Label Studio JSON, JSON-MIN or COCO (the "
+                            "downloaded zip or its result.json), CVAT COCO 1.0 (the zip); or BDD100K / Scalabel "
+                            "JSON, a folder of per-image files, COCO JSON. The format is read from the content",
+                        argument=True, mlproject_type="path")
+    replace: bool = param(False, "overwrite images imported earlier with different labels (otherwise: refused, "
+                                 "nothing merged)")
+    work_dir: str = shared("work_dir", help="where the run keeps its local state")
