@@ -331,16 +331,30 @@ def freeze_backbone_stages(model: nn.Module, stages: int) -> list[str]:
                          f"({', '.join(n for n, _ in blocks)})")
     frozen = []
     for name, block in blocks[:stages]:
-        for sub, module in list(block.named_modules()):
-            if isinstance(module, nn.BatchNorm2d):
-                fb = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-                for key in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(fb, key).copy_(getattr(module, key).detach())
-                parent, _, child = sub.rpartition(".")
-                setattr(block.get_submodule(parent) if parent else block, child, fb)
+        freeze_batchnorm(block)
         block.requires_grad_(False)
         frozen.append(name)
     return frozen
+
+
+def freeze_batchnorm(model: nn.Module) -> list[str]:
+    """Replace every BatchNorm2d in `model` by a FrozenBatchNorm2d with the same statistics
+    and affine parameters (torchvision's way of fine-tuning pretrained backbones).
+
+    Fine-tuning on a few dozen images with batches of 4, trainable BatchNorm re-estimates
+    its running statistics from those images and drifts away from what the starting
+    weights were trained with. The convolutions keep training. Returns the swapped names."""
+    root = unwrap(model)
+    swapped = []
+    for name, module in list(root.named_modules()):
+        if isinstance(module, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(module, key).detach())
+            parent, _, child = name.rpartition(".")
+            setattr(root.get_submodule(parent) if parent else root, child, frozen)
+            swapped.append(name)
+    return swapped
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -33,12 +33,12 @@ DEFAULT_RECIPES = ("lr=0.16,steps=150,freeze=0;lr=0.04,steps=150,freeze=0;lr=0.0
 
 
 def parse_recipe(text: str) -> dict:
-    recipe = {"lr": 0.04, "steps": 150, "freeze": 0, "epochs": 1, "warmup": 1000}
+    recipe = {"lr": 0.04, "steps": 150, "freeze": 0, "epochs": 1, "warmup": 1000, "frozen_bn": 0}
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = key.strip()
         if key not in recipe:
-            raise SystemExit(f"recipe {text!r}: unknown key {key!r} (lr, steps, freeze, epochs, warmup)")
+            raise SystemExit(f"recipe {text!r}: unknown key {key!r} (lr, steps, freeze, epochs, warmup, frozen_bn)")
         recipe[key] = type(recipe[key])(float(value)) if key != "lr" else float(value)
     return recipe
 
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from alod.engine.evaluate import evaluate
     from alod.engine.infer import predict_all
     from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
-    from alod.models import build_detector, freeze_backbone_stages
+    from alod.models import build_detector, freeze_backbone_stages, freeze_batchnorm
     from alod.report import markdown_table
     from alod.starting_weights import model_weights, weights_choice
     from alod.steps.common import load_split
@@ -97,6 +97,8 @@ def main(argv=None) -> int:
         torch.manual_seed(seed)
         model = build_detector("tiny", weights=weights, finetune=True)
         freeze_backbone_stages(model, r["freeze"])
+        if r["frozen_bn"]:
+            freeze_batchnorm(model)
         epochs = epochs_for_min_steps(r["epochs"], r["steps"], len(frames), args.batch_size)
         config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=r["lr"], seed=seed, workers=0,
                              device="cpu", clip_grad_norm=10.0, warmup_iters=r["warmup"])

@@ -282,3 +282,25 @@ def test_freezing_backbone_stages_keeps_them_fixed_and_checkpoints_reload(tmp_pa
     assert freeze_backbone_stages(build_detector("tiny"), 0) == []
     with pytest.raises(ValueError, match="cannot freeze 9 backbone stages"):
         freeze_backbone_stages(build_detector("tiny"), 9)
+
+
+def test_freeze_batchnorm_keeps_statistics_and_trains_the_convolutions(tmp_path) -> None:
+    from alod.models import freeze_batchnorm
+
+    torch.manual_seed(0)
+    model = build_detector("tiny")
+    stats = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    swapped = freeze_batchnorm(model)
+    assert swapped and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    model.train()
+    conv = model.backbone.body.c3[0][0].weight.clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sum(model(_images(), _targets()).values()).backward()
+    opt.step()
+    after = model.state_dict()
+    # a training step on a few images leaves the starting weights' statistics as they were
+    assert all(torch.equal(stats[k], after[k]) for k in stats)
+    assert not torch.equal(conv, model.backbone.body.c3[0][0].weight)
+    save_checkpoint(tmp_path / "frozen_bn.pt", model=model, epoch=1, config={})
+    reloaded = detector_from_checkpoint(tmp_path / "frozen_bn.pt")
+    assert torch.equal(reloaded.backbone.body.c3[0][0].weight, model.backbone.body.c3[0][0].weight)
