@@ -45,6 +45,8 @@ from alod.engine.distributed import all_gather_object, get_env, is_initialized, 
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import checkpoint_safe, load_checkpoint, load_state_strict, save_checkpoint, unwrap
 
+# The loss terms torchvision's Faster R-CNN returns. Training sums whatever dict a detector returns;
+# these names only stand in until the first step has shown the detector's own.
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
@@ -194,7 +196,8 @@ def train_one_epoch(
     model.train()
     amp = amp and device.type == "cuda"
     # Sums stay on the device: no host sync per iteration, only at display time.
-    sums = torch.zeros(len(LOSS_KEYS) + 1, device=device, dtype=torch.float64)
+    keys = LOSS_KEYS  # the detector's own loss names once the first step returns them (sorted: same on every rank)
+    sums = torch.zeros(len(keys) + 1, device=device, dtype=torch.float64)
     images_seen = 0
     t0 = time.perf_counter()
     last_show = t0
@@ -209,7 +212,10 @@ def train_one_epoch(
         images, targets = _to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss_dict = model(images, targets)
-        loss = sum(loss_dict[k] for k in LOSS_KEYS)
+        if step == start_step:
+            keys = tuple(sorted(loss_dict))
+            sums = torch.zeros(len(keys) + 1, device=device, dtype=torch.float64)
+        loss = sum(loss_dict[k] for k in keys)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -227,7 +233,7 @@ def train_one_epoch(
             scheduler_warmup.step()
         n = len(images)
         images_seen += n
-        sums += torch.stack([loss.detach().double()] + [loss_dict[k].detach().double() for k in LOSS_KEYS]) * n
+        sums += torch.stack([loss.detach().double()] + [loss_dict[k].detach().double() for k in keys]) * n
         bar.update(1)
         now = time.perf_counter()
         if not bar.disable and now - last_show >= bar.mininterval:
@@ -236,7 +242,7 @@ def train_one_epoch(
             if not math.isfinite(means[0]):
                 raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
             bar.set_postfix(
-                loss=f"{means[0]:.3f}", cls=f"{means[1]:.3f}", box=f"{means[2]:.3f}",
+                loss=f"{means[0]:.3f}", **{k.removeprefix("loss_")[:8]: f"{v:.3f}" for k, v in zip(keys, means[1:3])},
                 img_s=f"{images_seen / (now - t0):.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
             )
         # Checked after the step, never inside it: the stop point is a clean state to checkpoint.
@@ -254,7 +260,7 @@ def train_one_epoch(
     means = [v / max(1, images) for v in totals[:-1]]
     if not math.isfinite(means[0]):
         raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
-    stats = {"loss": means[0], **dict(zip(LOSS_KEYS, means[1:]))}
+    stats = {"loss": means[0], **dict(zip(keys, means[1:]))}
     stats.update(images=images, seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
     if stopped_at is not None:
         stats["stopped_at"] = stopped_at
@@ -480,7 +486,8 @@ def _merge_epoch_stats(before: dict, after: dict) -> dict:
     """Stats of an epoch trained in two parts (before and after a preemption)."""
     n0, n1 = before["images"], after["images"]
     n = n0 + n1
-    merged = {k: (before[k] * n0 + after[k] * n1) / max(1, n) for k in ("loss", *LOSS_KEYS)}
+    merged = {k: (before[k] * n0 + after[k] * n1) / max(1, n) for k in before
+              if k.startswith("loss") and k in after}
     seconds = before["seconds"] + after["seconds"]  # training time only, not the restart
     merged.update(images=int(n), seconds=seconds, images_per_second=n / seconds if seconds > 0 else 0.0)
     return merged

@@ -18,12 +18,12 @@ from alod.active.scoring import detections_for
 from alod.data.bdd100k import dataset_digest, load_labels, split_paths
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
-from alod.engine import distributed
+from alod.engine import distributed, train
 from alod.engine.distributed import gather, shard
 from alod.engine.flops import forward_flops
 
 # What steps log per epoch: the loss terms (means per image) and how fast it went.
-LOSS_KEYS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+LOSS_KEYS = ("loss", *train.LOSS_KEYS)
 THROUGHPUT_KEYS = ("images_per_second", "model_tflops_per_second", "mfu")
 # Per-class AP50 on val: `val_AP50.<class>`. MLflow 3's chart view sorts a run's unprefixed metrics by
 # code point (capitals first) and puts every `prefix/` section *before* them, so `AP50.<class>` or

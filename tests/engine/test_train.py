@@ -350,3 +350,24 @@ def test_sigterm_on_one_ddp_rank_stops_all_at_one_step_and_resumes_exactly(scene
         a, b = straight["state"], resumed["state"]
         for k in a:
             assert torch.equal(a[k], b[k]), (rank, k)
+
+
+def test_training_sums_whatever_losses_the_detector_returns() -> None:
+    """Another detector's loss names (not Faster R-CNN's four) are trained on and reported as they come."""
+    from alod.engine.train import train_one_epoch
+
+    class TwoLosses(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, images, targets):
+            return {"loss_focal": self.w ** 2, "loss_giou": 3 * self.w.abs()}
+
+    model = TwoLosses()
+    batches = [([torch.zeros(3, 4, 4)] * 2, [{}, {}]) for _ in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    stats = train_one_epoch(model, opt, batches, "cpu", 0, progress=False)
+    assert {"loss", "loss_focal", "loss_giou"} <= set(stats) and "loss_classifier" not in stats
+    assert stats["loss"] == pytest.approx(stats["loss_focal"] + stats["loss_giou"])
+    assert model.w.item() < 2.0  # both terms pulled the weight down
