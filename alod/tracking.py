@@ -32,7 +32,7 @@ PRETRAINED_MODEL = "alod-pretrained"
 DETECTOR_MODEL = "alod-detector"
 CHAMPION = "champion"
 RUN_ID_ENV = "ALOD_RUN_ID"  # how torchrun workers learn the run that rank 0 writes to
-PYFUNC_FILE = Path(__file__).resolve().parents[1] / "entrypoints" / "pyfunc_detector.py"
+PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_detector.py"
 _PYFUNC_REQUIREMENTS = ["torch", "torchvision", "numpy", "pandas", "pillow"]
 
 
@@ -254,7 +254,7 @@ def log_detector(
 
 
 def detector_signature() -> Any:
-    """What the served detector takes and returns (entrypoints/pyfunc_detector.py): an encoded
+    """What the served detector takes and returns (alod/pyfunc_detector.py): an encoded
     image per row (`binary`: base64 in JSON) and an optional name; the score_threshold param."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema

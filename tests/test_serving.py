@@ -209,7 +209,7 @@ def test_too_large_and_wrong_inputs_are_refused_by_row(registered, monkeypatch):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    import entrypoints.pyfunc_detector as served
+    import alod.pyfunc_detector as served
 
     model = mlflow.pyfunc.load_model("models:/alod-detector@champion")
     ok = _jpeg(0)

@@ -598,7 +598,7 @@ def test_registered_model_pyfunc_refuses_crafted_checkpoint(tmp_path: Path) -> N
     # Recorded and dropped: mlflow's note on predict's type hints at import (an
     # import on the way replaces warnings.filters, so an "ignore" filter is lost).
     with warnings.catch_warnings(record=True):
-        from entrypoints.pyfunc_detector import DetectorModel
+        from alod.pyfunc_detector import DetectorModel
 
         model = DetectorModel()
     with pytest.raises(CheckpointError, match=REFUSED):
