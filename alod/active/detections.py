@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod.engine.infer import inference_loader
-from alod.engine.train import resolve_device
+from alod.engine.distributed import resolve_device
 from alod.models import unwrap
 
 TTA_AUGMENTATIONS = ("hflip",)

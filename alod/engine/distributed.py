@@ -101,11 +101,20 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """None -> this process's GPU under torchrun (LOCAL_RANK) if there is one, else the CPU;
+    a bare "cuda" -> this process's GPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", get_env().local_rank)
+    return device
+
+
 def default_device() -> torch.device:
     """This process's GPU under torchrun (LOCAL_RANK), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    return resolve_device(None)
 
 
 def shard(items: Sequence) -> list:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from alod.data.dataset import DetectionDataset, collate_fn
 from alod.data.frames import Frame
 from alod.engine import distributed
-from alod.engine.train import resolve_device
+from alod.engine.distributed import resolve_device
 from alod.models import unwrap
 
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from alod.faults import maybe_fail
 from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_fn
-from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process
+from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process, resolve_device
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import checkpoint_safe, load_checkpoint, load_state_strict, save_checkpoint, unwrap
 
@@ -74,16 +74,6 @@ class TrainConfig:
 
     def scaled_lr(self, world_size: int = 1) -> float:
         return self.lr * self.batch_size * world_size / self.lr_reference_batch
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """None -> this rank's GPU if any, else cpu; a bare "cuda" -> this rank's GPU."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", get_env().local_rank)
-    return device
 
 
 def seed_everything(seed: int) -> None:
