@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from entrypoints.options import (common_train_options, data_option, experiment_option,
+from entrypoints.options import (common_train_options, data_option, experiment_option, forecast_options,
                                  friendly_errors, none_if_empty, resumed_params, seed_option)
 
 
@@ -13,7 +13,8 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
 @click.option("--ranking", default=None, callback=none_if_empty,
               help="A rank run id or a ranking.parquet path (protocol batches).")
 @click.option("--sampler", default=None, callback=none_if_empty,
-              help="Sampler for protocol pool (default: the ranking's sampler, else boxcount).")
+              help="Sampler for protocol pool (default: the ranking's sampler, else boxcount); 'auto': a bandit "
+                   "chooses among --auto-samplers every cycle.")
 @click.option("--protocol", type=click.Choice(["batches", "pool"]), default="batches", show_default=True)
 @click.option("--cycles", type=int, default=13, show_default=True)
 @click.option("--per-cycle", type=int, default=1000, show_default=True, help="Images unveiled per cycle.")
@@ -49,6 +50,7 @@ from entrypoints.options import (common_train_options, data_option, experiment_o
                    "labeling page loads them from: e.g. https://host/bdd100k/images/100k/train/, or with Label "
                    "Studio's local files serving and the BDD100K layout '/data/local-files/?d=images/100k/train/' "
                    "(README: Label Studio). Empty: bare names, with a warning.")
+@forecast_options
 @click.option("--register", type=click.BOOL, default=True, show_default=True,
               help="Register the final model as a version of alod-detector.")
 @click.option("--resume-run-id", default=None, callback=none_if_empty,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from entrypoints.options import (common_train_options, csv_list, data_option, experiment_option,
-                                 friendly_errors, none_if_empty)
+                                 forecast_options, friendly_errors, none_if_empty)
 
 
 @click.command(name="run")
 @data_option
-@click.option("--samplers", default="random,boxcount", show_default=True, callback=csv_list(str))
+@click.option("--samplers", default="random,boxcount", show_default=True, callback=csv_list(str),
+              help="Comma-separated; 'auto' (protocol pool) lets a bandit choose among --auto-samplers each cycle.")
 @click.option("--seeds", default="0", show_default=True, callback=csv_list(int))
 @common_train_options
 @click.option("--min-iterations", type=int, default=0, show_default=True,
@@ -30,6 +31,7 @@ from entrypoints.options import (common_train_options, csv_list, data_option, ex
                    "architecture's shipped starting weights (tiny: `alod models weights`), else random init; "
                    "'none': random init. No downloads.")
 @click.option("--nproc", type=int, default=1, show_default=True)
+@forecast_options
 @experiment_option
 @friendly_errors
 def main(**kwargs):

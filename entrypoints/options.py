@@ -96,3 +96,22 @@ def resumed_params(kwargs: dict, params_cls: type) -> dict:
         defaults[param.name] = (param.callback(ctx, param, default) if param.callback else default,)
     defaults["data"] += (MLPROJECT_DATA_DEFAULT,)  # what `mlflow run` passes when -P data is left out
     return with_logged_params(kwargs, explicit, params_cls, defaults)
+
+
+def forecast_options(f):
+    """The learning-curve forecast, the stopping rule and `--sampler auto`'s arms (cycle and run)."""
+    for opt in reversed([
+        click.option("--auto-samplers", default="random,entropy,boxcount", show_default=True,
+                     help="--sampler auto (protocol pool): the samplers a bandit (EXP3, after Hsu & Lin's "
+                          "'Active learning by learning') chooses among each cycle, by the mAP50 gain each brought."),
+        click.option("--target-map50", type=float, default=0.0, show_default=True,
+                     help="Forecast the labeled images (and boxes) needed to reach this val mAP50 (0: no target)."),
+        click.option("--stop-when-flat", type=click.BOOL, default=False, show_default=True,
+                     help="End the run early once the stopping rule fires (the forecast gain per 1000 further "
+                          "labels is below --stop-min-gain); the rule is printed every cycle either way."),
+        click.option("--stop-min-gain", type=float, default=0.01, show_default=True,
+                     help="Stopping rule threshold: forecast val mAP50 gain per 1000 further labeled images."),
+    ]):
+        f = opt(f)
+    return f
+
