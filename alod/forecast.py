@@ -13,7 +13,7 @@ with exponential curves flattening too early. Three parameters is also the most
 a handful of active-learning cycles can pin down: a four-parameter form (an
 offset in n, or a second asymptote term) is not identifiable from 3-5 points.
 For a fixed c the model is linear in (a, b), so the fit is a least-squares
-solve per c on a grid of c (variable projection), refined by golden section:
+solve per c on a grid of c (variable projection), refined by zooming in on it:
 no optimiser, no scipy, no starting guess to get wrong. Constraints: b >= 0
 (more labels never hurt on average) and a <= 1 (mAP50 is at most 1).
 
@@ -111,27 +111,16 @@ def fit_power_law(n, y) -> PowerLaw:
     z = np.power(n[None, :], -_C_GRID[:, None])
     a, b, sse = _solve(z, y)
     i = int(np.argmin(sse))
+    best = (a[i], b[i], sse[i], _C_GRID[i])
     lo, hi = _C_GRID[max(i - 1, 0)], _C_GRID[min(i + 1, len(_C_GRID) - 1)]
-
-    def sse_at(c: float) -> float:
-        return float(_solve(np.power(n[None, :], -c), y)[2][0])
-
-    g = (math.sqrt(5) - 1) / 2  # golden-section refinement of c between the grid neighbours
-    x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
-    f1, f2 = sse_at(x1), sse_at(x2)
-    for _ in range(40):
-        if f1 < f2:
-            hi, x2, f2 = x2, x1, f1
-            x1 = hi - g * (hi - lo)
-            f1 = sse_at(x1)
-        else:
-            lo, x1, f1 = x1, x2, f2
-            x2 = lo + g * (hi - lo)
-            f2 = sse_at(x2)
-    c = (lo + hi) / 2
-    a1, b1, s1 = (v[0] for v in _solve(np.power(n[None, :], -c), y))
-    if s1 > sse[i]:  # the grid point was better (flat SSE): keep it
-        a1, b1, s1, c = a[i], b[i], sse[i], _C_GRID[i]
+    for _ in range(3):  # zoom in on c between the best point's neighbours, vectorised
+        cs = np.linspace(lo, hi, 33)
+        a2, b2, s2 = _solve(np.power(n[None, :], -cs[:, None]), y)
+        j = int(np.argmin(s2))
+        if s2[j] <= best[2]:
+            best = (a2[j], b2[j], s2[j], cs[j])
+        lo, hi = cs[max(j - 1, 0)], cs[min(j + 1, len(cs) - 1)]
+    a1, b1, s1, c = best
     return PowerLaw(float(a1), float(b1), float(c), float(s1))
 
 
