@@ -227,11 +227,12 @@ def _describe(p: CycleParams, run_id: str) -> None:
     labeled = tracking.metric_steps(run_id, "labeled_images")
     points = ", ".join(f"{int(labeled.get(c, 0))}: {v:.4f}" for c, v in sorted(curve.items()))
     start = Path(p.weights).name if p.weights not in (None, "none") else "random init"
+    stopped = tracking.get_run(run_id).data.tags.get(STOPPED_TAG)
     tracking.set_tags({"mlflow.note.content": (
         f"**{p.sampler}**, protocol {p.protocol}, seed {p.seed}: {len(curve)} of {p.cycles} cycles x "
         f"{p.per_cycle} images on `{p.data}`, {p.arch} from {start}"
         f"{', reset every cycle' if p.reset else ', warm-started'}.\n\nval mAP50 by labeled images: "
-        f"{points or 'no cycle finished yet'}")})
+        f"{points or 'no cycle finished yet'}" + (f"\n\nStopped early {stopped}" if stopped else ""))})
 
 
 def label_store_path(run_id: str, work: Path) -> Path:
