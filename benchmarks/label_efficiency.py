@@ -33,6 +33,11 @@ between cycles (reset=false) and `--warm-start-iterations` SGD steps per cycle.
     python benchmarks/label_efficiency.py [--out DIR] [--small | --from-scratch] [--protocols pool,batches]
         [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 300 --val 60 --test 250]
         [--cycles 3 --per-cycle 20] [--epochs 1 --min-iterations 100] [--lr 0.04] [--threads 1]
+        [--auto-samplers random,entropy,boxcount]
+
+`auto` in `--samplers` (pool protocol only; skipped under batches) lets a bandit choose each cycle's
+sampler among `--auto-samplers`; the verdict then ranks it against random and the best fixed sampler
+seed by seed and lists its choices (`curves.csv` column `auto_choice`).
 
 Printed and written to OUT (default ./label-efficiency): `table.md` /
 `table.csv` (per protocol: test mAP50 at each budget, mean ± std over seeds;
