@@ -89,6 +89,17 @@ SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
     "batch_images": (5000, dict(help="images per batch of the ranking", minimum=1)),
     "model_uri": (f"models:/{PRETRAINED_MODEL}@{CHAMPION}",
                   dict(help="registered model to rank with (models:/NAME@ALIAS or models:/NAME/VERSION)")),
+    "auto_samplers": ("random,entropy,boxcount",
+                      dict(help="sampler `auto` (protocol pool): the samplers a bandit (EXP3, after Hsu & Lin's "
+                                "'Active learning by learning') chooses among each cycle, by the mAP50 gain each "
+                                "brought (README: Forecast, stopping rule and sampler auto)")),
+    "target_map50": (0.0, dict(help="forecast the labeled images (and boxes) needed to reach this val mAP50 "
+                                    "(metric `forecast_labels_to_target`); 0: no target", minimum=0.0)),
+    "stop_when_flat": (False, dict(help="end the run early once the stopping rule fires (the forecast gain per "
+                                        "1000 further labels is below `stop_min_gain`); the rule is printed every "
+                                        "cycle either way")),
+    "stop_min_gain": (0.01, dict(help="stopping rule threshold: forecast val mAP50 gain per 1000 further labeled "
+                                      "images", minimum=0.0)),
     "experiment": (DEFAULT_EXPERIMENT, dict(help="MLflow experiment to log to", option="--experiment-name", mlproject=False,
                                             shown_default="alod or $MLFLOW_EXPERIMENT_NAME", logged=False,
                                             resumable=True)),
@@ -208,7 +219,8 @@ class CycleParams(StepParams):
 
     data: str | None = shared("data")
     ranking: str | None = param(None, "a rank run id or a ranking.parquet path; not needed for protocol=pool")
-    sampler: str | None = param(None, "scoring for protocol=pool (`alod samplers`)",
+    sampler: str | None = param(None, "scoring for protocol=pool (`alod samplers`); `auto`: a bandit chooses "
+                                      "among `auto_samplers` every cycle",
                                 shown_default="the ranking's sampler, else boxcount")
     protocol: str = shared("protocol")
     cycles: int = shared("cycles")
@@ -247,6 +259,10 @@ class CycleParams(StepParams):
                                            "local files serving and the BDD100K layout "
                                            "`/data/local-files/?d=images/100k/train/` (README: Label Studio). "
                                            "Empty: bare names, with a warning", resumable=True)
+    auto_samplers: str = shared("auto_samplers")
+    target_map50: float = shared("target_map50")
+    stop_when_flat: bool = shared("stop_when_flat")
+    stop_min_gain: float = shared("stop_min_gain")
     register: bool = shared("register", help="register the final model as a version of alod-detector")
     experiment: str = shared("experiment")
     resume_run_id: str | None = shared("resume_run_id")
@@ -256,6 +272,7 @@ class CycleParams(StepParams):
     ranking_file: str | None = None
     state_file: str | None = None
     labels_file: str | None = None
+    auto_state_file: str | None = None  # sampler=auto: the bandit's recorded choices (state/auto.json)
     # The model that ranked the pool (a local copy of its checkpoint, and its models:/ URI): cycle 1's
     # pre-annotations (files oracle) and, under `batches`, the detections drawn on the `picked` sheets.
     ranking_checkpoint: str | None = None
@@ -269,7 +286,9 @@ class MainParams(StepParams):
 
     data: str | None = shared("data", help="BDD100K-layout root, for every step")
     samplers: tuple[str, ...] = param(("random", "boxcount"), "comma-separated; one rank + cycle run per sampler "
-                                                              "x seed")
+                                                              "x seed; `auto` (protocol pool) lets a bandit choose "
+                                                              "among `auto_samplers` each cycle (its rank step is "
+                                                              "random's, reused)")
     seeds: tuple[int, ...] = param((0,), "comma-separated; one pretrain per seed, one rank + cycle run per "
                                          "sampler x seed")
     arch: str = shared("arch")
@@ -290,6 +309,10 @@ class MainParams(StepParams):
                                                  + SHARED["weights"][1]["help"])
     nproc: int = shared("nproc")
     workers: int = shared("workers")
+    auto_samplers: str = shared("auto_samplers")
+    target_map50: float = shared("target_map50")
+    stop_when_flat: bool = shared("stop_when_flat")
+    stop_min_gain: float = shared("stop_min_gain")
     experiment: str = shared("experiment")
     work_dir: str = shared("work_dir")
 

@@ -617,7 +617,7 @@ def ap_bars(ap50_per_class: Mapping, *, title: str = "AP50 per class", mean: flo
 
 def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_images", y: str = "mAP50",
                     reference: float | Mapping[str, float] | None = None, title: str = "learning curves",
-                    show_seeds: bool = False):
+                    show_seeds: bool = False, forecast_to: float | None = 2.0):
     """curves: one row per (sampler, seed, cycle) with columns sampler, cycle, x, y.
 
     One line per sampler (per sampler/protocol when several protocols are
@@ -625,7 +625,12 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
     columns ("labeled_images", "labeled_boxes"): one panel each, sharing y.
     `reference`: the full-pool result as a dashed line (a number, or a mapping
     label -> number for several). `show_seeds` adds each seed's own line, faint.
+    `forecast_to`: where a sampler has three or more label counts, its fitted learning curve
+    (alod.forecast) continues dashed from the last budget to `forecast_to` x it, with the
+    bootstrap band's edges dashed too (None: no forecast).
     """
+    from alod import forecast as fcast
+
     xs = [x] if isinstance(x, str) else list(x)
     fig, axes = _figure((7 * len(xs), 4.5), ncols=len(xs))
     by_protocol = "protocol" in curves.columns and curves["protocol"].nunique() > 1
@@ -641,6 +646,20 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
             line, = ax.plot(stats["x"], stats["mean"], marker="o", label=f"{label} (n={int(stats['n'].max())})")
             if (stats["n"] > 1).any():
                 ax.fill_between(stats["x"], stats["lo"], stats["hi"], color=line.get_color(), alpha=0.2)
+            if forecast_to:
+                try:
+                    fc = fcast.forecast(group[xcol], group[y], group["seed"] if "seed" in group.columns else None)
+                except fcast.NotEnoughPoints:
+                    fc = None
+                if fc is not None:
+                    grid = np.linspace(fc.now, fc.now * forecast_to, 40)
+                    mid, lo, hi = fc.curve(grid)
+                    ax.plot(grid, mid, linestyle="--", color=line.get_color(), linewidth=1.2,
+                            label=f"{label} forecast (dashed: fit, 80 % band)")
+                    if np.isfinite(lo).all():
+                        ax.plot(grid, lo, linestyle="--", color=line.get_color(), linewidth=0.7)
+                        ax.plot(grid, hi, linestyle="--", color=line.get_color(), linewidth=0.7)
+                        ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.08, linestyle="--")
             if show_seeds and "seed" in group.columns:
                 for _seed, g in group.groupby("seed"):
                     g = g.sort_values("cycle")

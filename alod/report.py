@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from alod import forecast as fcast
+
 
 def curve_auc(x: np.ndarray, y: np.ndarray) -> float:
     """Area under the learning curve, normalised by the x range (so it reads as mean mAP50)."""
@@ -80,3 +82,41 @@ def markdown_table(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def forecast_table(curves: pd.DataFrame, *, target: float | None = None, y: str = "mAP50",
+                   x: str = "labeled_images") -> pd.DataFrame:
+    """One row per sampler: the learning-curve forecast (alod.forecast) fitted to every seed's points, the
+    band a bootstrap over seeds (over cycles with one seed). A sampler with fewer than three label counts
+    gets the reason instead of numbers."""
+    rows = []
+    keys = ["sampler", "protocol"] if "protocol" in curves.columns and curves["protocol"].nunique() > 1 \
+        else ["sampler"]
+    for key, g in curves.groupby(keys, sort=True):
+        label = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        row = {"sampler": label}
+        try:
+            fc = fcast.forecast(g[x], g[y], g["seed"] if "seed" in g else None, target=target)
+        except fcast.NotEnoughPoints as e:
+            row["forecast"] = str(e).split(":")[0]
+            rows.append(row)
+            continue
+        row["now"] = f"{fc.now:.0f}"
+        row["fit"] = f"{fc.fit.a:.3f} - {fc.fit.b:.3g}*n^-{fc.fit.c:.2f}"
+        for m, (mid, low, high) in fc.at.items():
+            row[f"{y}@{m:g}x ({fc.now * m:.0f})"] = (f"{mid:.4f} [{low:.4f}, {high:.4f}]" if np.isfinite(low)
+                                                    else f"{mid:.4f}")
+        if fc.to_target is not None:
+            mid, low, high = fc.to_target
+            text = f"{mid:.0f}" if np.isfinite(mid) else "never"
+            if np.isfinite(low) or np.isfinite(high):
+                text += f" [{_count(low)}, {_count(high)}]"
+            row[f"{x}_to_{target:g}"] = text
+        row["band"] = fc.band
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _count(v: float) -> str:
+    return f"{v:.0f}" if np.isfinite(v) else "never"
+

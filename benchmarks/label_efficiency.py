@@ -33,6 +33,11 @@ between cycles (reset=false) and `--warm-start-iterations` SGD steps per cycle.
     python benchmarks/label_efficiency.py [--out DIR] [--small | --from-scratch] [--protocols pool,batches]
         [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 300 --val 60 --test 250]
         [--cycles 3 --per-cycle 20] [--epochs 1 --min-iterations 100] [--lr 0.04] [--threads 1]
+        [--auto-samplers random,entropy,boxcount]
+
+`auto` in `--samplers` (pool protocol only; skipped under batches) lets a bandit choose each cycle's
+sampler among `--auto-samplers`; the verdict then ranks it against random and the best fixed sampler
+seed by seed and lists its choices (`curves.csv` column `auto_choice`).
 
 Printed and written to OUT (default ./label-efficiency): `table.md` /
 `table.csv` (per protocol: test mAP50 at each budget, mean ± std over seeds;
@@ -144,6 +149,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     train.add_argument("--target", type=float, default=0.95, help="fraction of the full-pool mAP50 to reach")
+    train.add_argument("--auto-samplers", default="random,entropy,boxcount",
+                       help="sampler `auto` (in --samplers; pool protocol only): the samplers its bandit chooses among")
     train.add_argument("--fresh", action="store_true", help="never reuse finished runs")
     args = parser.parse_args(argv)
     preset = SMALL if args.small else FROM_SCRATCH if args.from_scratch else TRANSFER
@@ -317,7 +324,7 @@ def cycle_run(args, sampler: str, seed: int, protocol: str, data: Path, work: Pa
                     min_iterations=args.min_iterations if reset else args.warm_start_iterations, arch=args.arch,
                     batch_size=args.batch_size, lr=args.lr, seed=seed, reset=reset, weights=args.weights,
                     workers=args.workers, eval_batch_size=args.eval_batch_size, register=False,
-                    experiment=args.experiment, work_dir=str(work),
+                    experiment=args.experiment, work_dir=str(work), auto_samplers=args.auto_samplers,
                     extra_tags={"alod.benchmark": "label_efficiency"})
     return _reuse_or_run(args, "cycle", p.logged_params(), lambda: run_cycles(p))
 
@@ -465,6 +472,29 @@ def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, targ
     return lines
 
 
+def auto_verdict(curves: pd.DataFrame, stats: pd.DataFrame) -> list[str]:
+    """`auto` against random and the best fixed sampler: AUC difference and its rank among all samplers,
+    seed by seed, and what it chose."""
+    if "auto" not in set(stats["sampler"]):
+        return []
+    auc = stats.pivot_table(index="seed", columns="sampler", values="auc")
+    fixed = [s for s in auc.columns if s != "auto"]
+    if not fixed:
+        return ["auto ran alone: nothing to rank it against"]
+    best = max(fixed, key=lambda s: auc[s].mean())
+    ranks = auc.rank(axis=1, ascending=False)["auto"]
+    lines = [f"auto: AUC rank among {len(auc.columns)} samplers per seed "
+             f"{', '.join(f'{int(r)}' for r in ranks)} (mean {ranks.mean():.1f}); "
+             f"AUC auto - {best} (best fixed) {(auc['auto'] - auc[best]).mean():+.4f}"
+             + (f", auto - random {(auc['auto'] - auc['random']).mean():+.4f}" if "random" in auc.columns else "")
+             + f" (mean over {len(auc)} seed(s))"]
+    if "auto_choice" in curves.columns:
+        for seed, g in curves[curves["sampler"] == "auto"].groupby("seed"):
+            lines.append(f"  auto seed {seed} chose: " + ", ".join(
+                f"c{int(c)} {a}" for c, a in zip(g["cycle"], g["auto_choice"])))
+    return lines
+
+
 def breakdown_table(curves: pd.DataFrame, refs: pd.DataFrame, cycles: int) -> pd.DataFrame:
     """Final-cycle test AP50 per class and per condition, mean over seeds: one row per sampler/protocol/reset,
     and the references."""
@@ -531,6 +561,9 @@ def collect_curves(runs: dict, args) -> pd.DataFrame:
     for key in ("test_mAP50", "train_image_iterations", "images_scored"):
         curves[key] = [tracking.metric_steps(r, key).get(int(c), float("nan"))
                        for r, c in zip(curves["run_id"], curves["cycle"])]
+    tags = {r: tracking.get_run(r).data.tags for r in runs}
+    curves["auto_choice"] = [tags[r].get(f"alod.auto.cycle_{int(c):03d}", "random" if int(c) == 1 else "")
+                             if runs[r]["sampler"] == "auto" else "" for r, c in zip(curves["run_id"], curves["cycle"])]
     final = {r: _logged_breakdown(r) for r in runs}
     for col in sorted({k for v in final.values() for k in v}):
         curves[col] = [final[r].get(col, float("nan")) if int(c) == args.cycles else float("nan")
@@ -544,8 +577,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from alod.active.samplers import get_sampler
 
-    for s in [*args.samplers, *args.warm_start_samplers]:
-        get_sampler(s)  # an unknown name fails now, not an hour in
+    from alod.active.bandit import AUTO, parse_arms
+
+    for s in [*args.samplers, *args.warm_start_samplers, *parse_arms(args.auto_samplers)]:
+        if s != AUTO:
+            get_sampler(s)  # an unknown name fails now, not an hour in
     started = time.perf_counter()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -577,8 +613,9 @@ def main(argv=None) -> int:
     refs = pd.DataFrame(refs)
 
     runs, timings, pretrained = {}, [], {}
+    # `auto` chooses a sampler every cycle: the pool protocol only (one ranking fixes every batch of `batches`)
     jobs = [(protocol, seed, sampler, True) for protocol in args.protocols for seed in args.seeds
-            for sampler in args.samplers]
+            for sampler in args.samplers if not (sampler == AUTO and protocol == "batches")]
     jobs += [("pool", seed, sampler, False) for seed in args.seeds for sampler in args.warm_start_samplers]
     for i, (protocol, seed, sampler, reset) in enumerate(jobs):
         t0 = time.perf_counter()
@@ -603,10 +640,12 @@ def main(argv=None) -> int:
     sections, lines, tables = [], [], []
     for protocol in args.protocols:
         pc = curves[(curves["protocol"] == protocol) & curves["reset"]]
-        table, stats, target = comparison_table(pc, refs, args.samplers, args.train, args.target)
+        samplers = [s for s in args.samplers if s in set(pc["sampler"])]
+        table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
         table.insert(0, "protocol", protocol)
         tables.append(table)
-        said = verdict(pc, stats, args.samplers, args.train, target, args.target, zero)
+        said = verdict(pc, stats, samplers, args.train, target, args.target, zero)
+        said += auto_verdict(pc, stats)
         lines += [f"[{protocol}] {line}" for line in said]
         sections.append(f"### protocol {protocol}\n\n{markdown_table(table.drop(columns='protocol'))}\n\n"
                         + "\n".join(said))

@@ -124,3 +124,4 @@ def resumed_params(kwargs: dict, params_cls: type) -> dict:
     defaults = {f.name: (params.default_of(f), params.info(f).mlproject_default)
                 for f in params.step_fields(params_cls, user=True)}
     return with_logged_params(kwargs, explicit, params_cls, defaults)
+

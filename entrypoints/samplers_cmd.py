@@ -13,3 +13,5 @@ def samplers():
     width = max(map(len, SAMPLERS))
     for name, sampler in SAMPLERS.items():
         click.echo(f"{name:<{width}}  {sampler.description}")
+    click.echo(f"{'auto':<{width}}  cycle --protocol pool: a bandit (EXP3, after Hsu & Lin's 'Active learning by "
+               "learning') chooses each cycle among --auto-samplers by the mAP50 gain each brought")

@@ -475,6 +475,72 @@ def test_main_chains_steps_reuses_finished_ones_and_compares(store, tmp_path):
             main_run.data.tags["mlflow.note.content"]
 
 
+def test_main_runs_sampler_auto_with_forecasts(store):
+    """`alod run --samplers random,auto` on the pool protocol: auto's bandit chooses from cycle 2 on, logs
+    why, every cycle from the third carries the forecast, and main prints the forecast per sampler."""
+    from entrypoints.cli import cli
+
+    args = ["run", "--data", str(store / "data"), "--arch", "tiny", "--samplers", "random,auto", "--seeds", "0",
+            "--pretrain-epochs", "0", "--epochs", "1", "--lr", "0.04", "--protocol", "pool", "--cycles", "3",
+            "--per-cycle", "6", "--batches", "3", "--batch-images", "16", "--workers", "0",
+            "--auto-samplers", "random,boxcount", "--target-map50", "0.5",
+            "--experiment-name", "alod-auto-test", "--work-dir", str(store / "work")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("reusing finished rank run") == 1  # auto ranks as random does
+    assert "auto chose" in result.output and "stop rule:" in result.output
+    assert "forecast (val mAP50 = a - b*n^-c" in result.output and "labeled_images_to_0.5" in result.output
+    runs = client().search_runs([client().get_experiment_by_name("alod-auto-test").experiment_id],
+                                filter_string="tags.`alod.step` = 'cycle' and tags.`alod.sampler` = 'auto'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["alod.auto_samplers"] == "random,boxcount"
+    chosen = {k: v for k, v in run.data.tags.items() if k.startswith("alod.auto.cycle_")}
+    assert sorted(chosen) == ["alod.auto.cycle_002", "alod.auto.cycle_003"]
+    assert set(chosen.values()) <= {"random", "boxcount"}
+    rid = run.info.run_id
+    assert sorted(tracking_metric(rid, "auto.p.boxcount")) == [2, 3]
+    assert sorted(tracking_metric(rid, "auto.reward")) == [2, 3]
+    assert sorted(tracking_metric(rid, "forecast_mAP50.x2")) == [3]  # three cycles: the first forecast
+    assert sorted(tracking_metric(rid, "mAP50")) == [1, 2, 3]
+
+
+def test_auto_choices_and_an_early_stop_survive_a_kill(pipeline, store):
+    """killed after auto chose cycle 3's sampler but before it picked: the resume keeps that choice;
+    stop_when_flat (a threshold nothing passes) ends the run after cycle 4, the first with a band, and
+    says so; resuming the stopped run runs no more cycles."""
+    params = dict(protocol="pool", sampler="auto", auto_samplers="random,boxcount", cycles=5, per_cycle=4,
+                  epochs=1, register="false", stop_when_flat="true", stop_min_gain=1e6, **TINY)
+    killed_id, proc = mlflow_run(store, "cycle", env_extra={"ALOD_FAULT": "select:3"}, check=False, **params)
+    assert proc.returncode != 0 and "ALOD_FAULT: killing" in proc.stdout + proc.stderr
+    before = client().get_run(killed_id).data.tags["alod.auto.cycle_003"]
+    _, proc = mlflow_run(store, "cycle", resume_run_id=killed_id, data="data/bdd100k")
+    out = proc.stdout + proc.stderr
+    assert f"auto chose {before} for cycle 3" in out and "[recorded before the interruption]" in out
+    run = client().get_run(killed_id)
+    assert run.data.tags["alod.auto.cycle_003"] == before
+    assert sorted(tracking_metric(killed_id, "mAP50")) == [1, 2, 3, 4]  # stopped before cycle 5
+    assert run.data.tags["alod.stopped_early"].startswith("after cycle 4 of 5 (stop_when_flat): stop:")
+    assert "stopping early after cycle 4" in out and "no band yet" in out  # cycle 3 waited for a band
+    _, proc = mlflow_run(store, "cycle", resume_run_id=killed_id, data="data/bdd100k")
+    assert "stopped early after cycle 4" in proc.stdout + proc.stderr
+    assert sorted(tracking_metric(killed_id, "mAP50")) == [1, 2, 3, 4]
+
+
+def test_sampler_auto_needs_the_pool_protocol(pipeline, store):
+    from entrypoints.cli import cli
+
+    result = CliRunner().invoke(cli, ["cycle", "--data", str(store / "data"), "--ranking", pipeline["rank"],
+                                      "--sampler", "auto", "--cycles", "1", "--per-cycle", "4", "--arch", "tiny",
+                                      "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
+    assert result.exit_code == 1 and "needs protocol 'pool'" in result.output, result.output
+    result = CliRunner().invoke(cli, ["cycle", "--data", str(store / "data"), "--protocol", "pool",
+                                      "--sampler", "auto", "--auto-samplers", "random,nosuch", "--cycles", "1",
+                                      "--per-cycle", "4", "--arch", "tiny",
+                                      "--experiment-name", EXPERIMENT, "--work-dir", str(store / "work")])
+    assert result.exit_code == 1 and "nosuch" in result.output, result.output
+
+
 def test_files_oracle_exports_waits_imports_and_resumes(pipeline, store, tmp_path):
     """--oracle files: the batch is exported with pre-annotations, the run waits, partial, refused,
     repeated and killed imports lose nothing, and training uses exactly the imported labels."""

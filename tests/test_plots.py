@@ -205,15 +205,32 @@ def _curves():
 
 def test_learning_curves_old_call_and_new_options(tmp_path):
     curves = _curves()
-    old = plots.learning_curves(curves, title="mAP50 against labeled images")
+    old = plots.learning_curves(curves, title="mAP50 against labeled images", forecast_to=None)
     assert isinstance(old, Figure) and len(old.axes) == 1
     assert len(old.axes[0].collections) == 2  # min..max spread band per sampler
-    both = plots.learning_curves(curves, x=("labeled_images", "labeled_boxes"), reference=0.7, show_seeds=True)
+    both = plots.learning_curves(curves, x=("labeled_images", "labeled_boxes"), reference=0.7, show_seeds=True,
+                                 forecast_to=None)
     assert len(both.axes) == 2
     assert _saved_size(both, tmp_path, "lc.png") == (1400, 450)
     dashed = [ln for ln in both.axes[1].get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) == 1 and dashed[0].get_ydata()[0] == 0.7
     assert isinstance(plots.learning_curves(curves.iloc[:0]), Figure)
+
+
+def test_learning_curves_draw_the_forecast_dashed_with_its_band():
+    curves = _curves()
+    fig = plots.learning_curves(curves)  # default: forecast to 2x the last budget
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 2 * 3  # per sampler: the fit and the band's two edges (bootstrap over 3 seeds)
+    fits = [ln for ln in dashed if ln.get_label().endswith("forecast (dashed: fit, 80 % band)")]
+    assert len(fits) == 2
+    for ln in fits:
+        x = ln.get_xdata()
+        assert x[0] == 180 and x[-1] == 360  # from the last budget to twice it
+    assert len(ax.collections) == 4  # the spread over seeds and the forecast band, per sampler
+    few = plots.learning_curves(curves[curves["cycle"] < 3])  # two budgets: no forecast
+    assert not [ln for ln in few.axes[0].get_lines() if ln.get_linestyle() == "--"]
 
 
 # --------------------------------------------------------------------------- pictures (library helpers)

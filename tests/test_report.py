@@ -35,3 +35,21 @@ def test_compare_table_says_what_each_sampler_needs_to_match_random():
     assert table.loc["random", "labels_to_random_final"] == "75"
     assert table.loc["entropy", "labels_to_random_final"] == "50"  # matched random with a third fewer labels
     assert table.loc["bad", "labels_to_random_final"] == "not reached"
+
+
+def test_forecast_table_per_sampler():
+    from alod.report import forecast_table
+
+    rows = []
+    for sampler, b in (("random", 0.5), ("hybrid", 0.8)):
+        for seed in (0, 1, 2):
+            for cycle, n in enumerate((20, 40, 60, 80), start=1):
+                rows.append({"sampler": sampler, "seed": seed, "cycle": cycle, "labeled_images": n,
+                             "mAP50": 0.4 - b * n ** -0.5 + 0.002 * seed})
+    rows.append({"sampler": "short", "seed": 0, "cycle": 1, "labeled_images": 20, "mAP50": 0.1})
+    table = forecast_table(pd.DataFrame(rows), target=0.35).set_index("sampler")
+    assert list(table.index) == ["hybrid", "random", "short"]
+    assert table.loc["random", "now"] == "80" and "bootstrap over 3 seeds" in table.loc["random", "band"]
+    assert {"mAP50@1.5x (120)", "mAP50@2x (160)", "mAP50@5x (400)", "labeled_images_to_0.35"} <= set(table.columns)
+    assert table.loc["random", "mAP50@2x (160)"].startswith("0.36")  # 0.4 - 0.5/sqrt(160) = 0.3605 (+ seeds)
+    assert "no forecast from 1 label count" in table.loc["short", "forecast"]

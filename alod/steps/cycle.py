@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from alod import annotation, pictures, tracking
+from alod import annotation, forecast, pictures, tracking
 from alod.active import protocol as protocols
+from alod.active.bandit import AUTO, Exp3, parse_arms
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
 from alod.active.scoring import frames_to_score
 from alod.data.dataset import DetectionDataset
@@ -55,6 +57,7 @@ from alod.steps.common import (
 )
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
+STOPPED_TAG = "alod.stopped_early"  # set when stop_when_flat ended the run before `cycles`: when and why
 
 
 class CycleInputError(ValueError):
@@ -85,12 +88,27 @@ def run_cycles(p: CycleParams) -> str:
     ranking, ranking_tags = _resolve_ranking(p, train, work)
     if p.sampler is None:
         p.sampler = ranking_tags.get("alod.sampler") or ("boxcount" if p.protocol == "pool" else "unknown")
-    if p.protocol == "pool":
+    if p.sampler == AUTO:
+        if p.protocol != "pool":
+            raise CycleInputError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
+                                  "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
+        try:
+            Exp3(parse_arms(p.auto_samplers), seed=p.seed)
+        except ValueError as e:
+            raise CycleInputError(str(e)) from None
+        for arm in parse_arms(p.auto_samplers):
+            get_sampler(arm)  # fail now on an unknown sampler
+    elif p.protocol == "pool":
         get_sampler(p.sampler)  # fail now on an unknown sampler
+    if not 0 <= p.target_map50 < 1:
+        raise CycleInputError(f"target_map50 must be in [0, 1) (0: no target), got {p.target_map50}")
+    if p.stop_min_gain < 0:
+        raise CycleInputError(f"stop_min_gain must be >= 0, got {p.stop_min_gain}")
     _check_budget(p, len(train.frames), ranking)
 
     tags = {"alod.sampler": p.sampler, "alod.protocol": p.protocol, "alod.seed": p.seed,
             "alod.dataset": train.digest, "alod.code_version": tracking.code_version(), "alod.weights": p.weights,
+            **({"alod.auto_samplers": ",".join(parse_arms(p.auto_samplers))} if p.sampler == AUTO else {}),
             **ranking_tags.get("lineage", {}), **p.extra_tags}
     resume_state = None
     if p.resume_run_id:
@@ -109,6 +127,9 @@ def run_cycles(p: CycleParams) -> str:
             ranking.to_parquet(p.ranking_file)
         if resume_state is not None:
             p.state_file = str(resume_state)
+        if p.resume_run_id and p.sampler == AUTO:
+            auto_state = auto_state_of_run(run_id, work)
+            p.auto_state_file = str(auto_state) if auto_state else None
         if p.oracle == "files":
             p.labels_file = str(sync_label_store(run_id, work))
             if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
@@ -147,11 +168,12 @@ def _describe(p: CycleParams, run_id: str) -> None:
     labeled = tracking.metric_steps(run_id, "labeled_images")
     points = ", ".join(f"{int(labeled.get(c, 0))}: {v:.4f}" for c, v in sorted(curve.items()))
     start = Path(p.weights).name if p.weights not in (None, "none") else "random init"
+    stopped = tracking.get_run(run_id).data.tags.get(STOPPED_TAG)
     tracking.set_tags({"mlflow.note.content": (
         f"**{p.sampler}**, protocol {p.protocol}, seed {p.seed}: {len(curve)} of {p.cycles} cycles x "
         f"{p.per_cycle} images on `{p.data}`, {p.arch} from {start}"
         f"{', reset every cycle' if p.reset else ', warm-started'}.\n\nval mAP50 by labeled images: "
-        f"{points or 'no cycle finished yet'}")})
+        f"{points or 'no cycle finished yet'}" + (f"\n\nStopped early {stopped}" if stopped else ""))})
 
 
 def label_store_path(run_id: str, work: Path) -> Path:
@@ -245,6 +267,17 @@ def labeled_state_of_run(run_id: str, work: Path) -> Path | None:
         return None
 
 
+def auto_state_of_run(run_id: str, work: Path) -> Path | None:
+    """The bandit's recorded choices of an interrupted `auto` run: local copy first, else its artifact."""
+    local = work / "runs" / run_id / "auto.json"
+    if local.is_file():
+        return local
+    try:
+        return tracking.download_run_artifact(run_id, "state/auto.json", work / "downloads" / run_id)
+    except tracking.TrackingError:
+        return None
+
+
 # --- worker (every rank) -----------------------------------------------------
 
 
@@ -281,19 +314,31 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
     pool_counts = pictures.class_counts(train.frames) if main else None
     ranker: dict = {}  # the ranking model, loaded for the first picture that needs it
-    if completed >= p.cycles:
+    # The run's curve so far (rank 0): what the forecast, the stopping rule and `auto` read.
+    curve = dict(done)
+    history = {k: tracking.metric_steps(p.run_id, k) for k in ("labeled_images", "labeled_boxes")} if main else {}
+    bandit = _load_bandit(p, run_dir) if p.sampler == AUTO else None
+    stopped = _stopped_before(p, completed, curve, history) if main else None
+    stopped = distributed.all_gather_object(stopped)[0]
+    if stopped:
+        print(f"run {p.run_id} stopped early {stopped}; nothing left to do", flush=True)
+    elif completed >= p.cycles:
         print(f"all {p.cycles} cycles of run {p.run_id} are already done", flush=True)
+    last_cycle = completed
 
     for cycle in range(completed + 1, p.cycles + 1):
+        if stopped:
+            break
+        sampler = _cycle_sampler(p, cycle, bandit, curve, run_dir, main)
         picked = state.selected_in(cycle)
         if not picked:
             picked, scores = _select(p, cycle, ranking, train, state, model, device,
-                                     store.frames if store is not None else by_name)
+                                     store.frames if store is not None else by_name, sampler)
             maybe_fail("select", cycle)  # scored and chosen, not yet recorded
             state.add(picked, cycle)
             if main:
                 pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state,
-                                                       _scorer(p, scores, model, ranker), device))
+                                                       _scorer(p, scores, model, ranker), device, sampler))
         if main:
             state.save(run_dir / "labeled.json")
             state.save(run_dir / f"labeled_cycle_{cycle:03d}.json")
@@ -333,7 +378,8 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
 
         with tracking.run("cycle-epoch", run_name=f"{p.sampler}-s{p.seed}-cycle-{cycle}", nested=True, run_id=child_id,
                           tags={"alod.cycle": cycle, "alod.sampler": p.sampler,
-                                "alod.protocol": p.protocol, "alod.seed": p.seed}) as child_id:
+                                "alod.protocol": p.protocol, "alod.seed": p.seed,
+                                **({"alod.auto_choice": sampler} if bandit is not None else {})}) as child_id:
             def on_epoch_end(epoch: int, stats: dict) -> None:
                 tracking.log_metrics({**{k: stats[k] for k in (*LOSS_KEYS, *THROUGHPUT_KEYS) if k in stats},
                                       "epoch_seconds": stats["seconds"], "epoch_images": stats["images"]},
@@ -362,7 +408,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 "labeled_images": len(labeled), "train_epochs": train_epochs,
                 # What the loop costs: images through a training step, and pool images scored to choose.
                 "train_image_iterations": sum(epochs["epoch_images"].values()),
-                "images_scored": _images_scored(p, cycle, train, state),
+                "images_scored": _images_scored(p, cycle, train, state, sampler),
                 "labeled_boxes": sum(f.num_trainable for f in labeled),
                 "train_seconds": seconds,
                 "images_per_second": sum(epochs["epoch_images"].values()) / max(seconds, 1e-9),
@@ -371,14 +417,28 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                                             devices=distributed.world_size()))
             metrics.update({f"{PER_CLASS_PREFIX}{name}": ap for name, ap in result.ap50_per_class.items()})
             pictures_safely(lambda: _log_cycle_pictures(cycle, vis, val, preds, result, labeled, pool_counts))
+            curve[cycle] = result.mAP50
+            history["labeled_images"][cycle] = metrics["labeled_images"]
+            history["labeled_boxes"][cycle] = metrics["labeled_boxes"]
+            if bandit is not None and cycle in bandit.choices:
+                metrics.update(_auto_metrics(bandit, cycle, curve))
+            # In the same batch as mAP50: a cycle is done with its forecast, or not at all.
+            extra, decision, said = _forecast(p, curve, history)
+            metrics.update(extra)
             tracking.log_metrics(metrics, step=cycle)
             print(f"cycle {cycle}/{p.cycles}: {len(labeled)} labeled images, mAP50 {result.mAP50:.4f}",
                   flush=True)
+            print(said, flush=True)
+            print(f"stop rule: {decision.reason}", flush=True)
+            if p.stop_when_flat and decision.stop and cycle < p.cycles:
+                stopped = _stop(p, cycle, decision)
+        last_cycle = cycle
         maybe_fail("after_metrics", cycle)
         distributed.barrier()
+        stopped = distributed.all_gather_object(stopped)[0]
 
     if main and p.register and result is not None:
-        _register_final(p, run_dir, model, result)
+        _register_final(p, run_dir, model, result, last_cycle)
 
 
 def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, train, run_dir: Path,
@@ -413,8 +473,94 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
         print(f"cycle {waiting_cycle}: {len(names)} selected image(s) need labels", flush=True)
 
 
+def _load_bandit(p: CycleParams, run_dir: Path) -> Exp3:
+    """`auto`'s bandit with the choices this run recorded (local copy first, else the launcher's download)."""
+    for path in (run_dir / "auto.json", p.auto_state_file):
+        if path and Path(path).is_file():
+            return Exp3.load(path)
+    return Exp3(parse_arms(p.auto_samplers), seed=p.seed)
+
+
+def _cycle_sampler(p: CycleParams, cycle: int, bandit: Exp3 | None, curve: dict, run_dir: Path, main: bool) -> str:
+    """The sampler that picks this cycle's images: `p.sampler`, or under `auto` the bandit's choice (cycle 1
+    picks at random: there is no model to score with yet). A choice is recorded before anything is picked."""
+    if bandit is None:
+        return p.sampler
+    if cycle == 1:
+        return "random"
+    arm = None
+    if main:
+        known = cycle in bandit.choices
+        choice = bandit.choose(cycle, curve)
+        if not known:
+            bandit.save(run_dir / "auto.json")
+            tracking.log_artifact(run_dir / "auto.json", "state")
+            tracking.set_tags({f"alod.auto.cycle_{cycle:03d}": choice.arm})
+        print(bandit.explain(choice, curve) + (" [recorded before the interruption]" if known else ""), flush=True)
+        arm = choice.arm
+    return distributed.all_gather_object(arm)[0]
+
+
+def _metric_safe(name: str) -> str:
+    return name.replace(":", "_")
+
+
+def _auto_metrics(bandit: Exp3, cycle: int, curve: dict) -> dict[str, float]:
+    """Why `auto` chose what it chose in `cycle`, and what it brought: `auto.arm` (index in the arms),
+    `auto.p.<sampler>` (the probabilities it drew from), `auto.gain` and `auto.reward`."""
+    ch = bandit.choices[cycle]
+    out = {"auto.arm": float(bandit.arms.index(ch.arm)),
+           **{f"auto.p.{_metric_safe(a)}": v for a, v in ch.probs.items()}}
+    if cycle - 1 in curve:
+        gain = curve[cycle] - curve[cycle - 1]
+        out.update({"auto.gain": gain, "auto.reward": bandit.reward(gain)})
+    return out
+
+
+def _forecast(p: CycleParams, curve: dict, history: dict) -> tuple[dict, forecast.StopDecision, str]:
+    """Forecast metrics of the run's curve so far (against labeled images, and boxes), the stopping rule's
+    decision and a printable summary. Fewer than three cycles: no metrics, and the reason."""
+    cycles = sorted(curve)
+    y = [curve[c] for c in cycles]
+    images = [history["labeled_images"].get(c, float("nan")) for c in cycles]
+    target = p.target_map50 or None
+    try:
+        fc = forecast.forecast(images, y, target=target, seed=p.seed)
+    except forecast.NotEnoughPoints as e:
+        return {}, forecast.StopDecision(False, f"keep labeling: {e}"), f"forecast: {e}"
+    metrics = fc.metrics("forecast_")
+    decision = forecast.stop_rule(images, y, min_gain=p.stop_min_gain, horizon=p.per_cycle, fc=fc)
+    metrics["forecast_gain_per_1000"] = decision.gain_per_1000
+    if math.isfinite(decision.gain_high):
+        metrics["forecast_gain_per_1000.high"] = decision.gain_high
+    said = fc.describe("labeled images")
+    try:
+        boxes = [history["labeled_boxes"].get(c, float("nan")) for c in cycles]
+        fcb = forecast.forecast(boxes, y, target=target, seed=p.seed)
+        metrics.update(fcb.metrics("forecast_boxes_", "forecast_boxes_to_target"))
+    except forecast.NotEnoughPoints:
+        pass
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}, decision, said
+
+
+def _stop(p: CycleParams, cycle: int, decision: forecast.StopDecision) -> str:
+    reason = f"after cycle {cycle} of {p.cycles} (stop_when_flat): {decision.reason}"
+    tracking.set_tags({STOPPED_TAG: reason})
+    print(f"stopping early {reason}", flush=True)
+    return reason
+
+
+def _stopped_before(p: CycleParams, completed: int, curve: dict, history: dict) -> str | None:
+    """A resumed run that the rule stopped (or would have: a kill between the cycle's metrics and the tag)."""
+    said = tracking.get_run(p.run_id).data.tags.get(STOPPED_TAG)
+    if said or not p.stop_when_flat or not completed or completed >= p.cycles:
+        return said
+    _, decision, _ = _forecast(p, curve, history)
+    return _stop(p, completed, decision) if decision.stop else None
+
+
 def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, model,
-            device, labels_of: dict) -> tuple[list[str], dict[str, float] | None]:
+            device, labels_of: dict, sampler: str) -> tuple[list[str], dict[str, float] | None]:
     """The images to unveil, and the scores they were chosen by (None: a random pick).
 
     `labels_of` maps labeled image names to their labels (ground truth, or the imported ones)."""
@@ -429,13 +575,13 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     names = [f.name for f in train.frames]
     scores = None
     if cycle > 1:
-        to_score = frames_to_score(p.sampler, train.frames, labeled)
+        to_score = frames_to_score(sampler, train.frames, labeled)
         ctx = SamplerContext(seed=p.seed, cycle=cycle, score_threshold=p.score_threshold,
                              names=[f.name for f in to_score], labeled=frozenset(labeled),
                              budget=p.per_cycle, horizon=p.per_cycle,
                              class_counts=labeled_class_counts([labels_of[n] for n in labeled]))
         model.to(device)
-        pool_scores = dict(zip(ctx.names, score_pool(p.sampler, model, to_score, train.images, ctx,
+        pool_scores = dict(zip(ctx.names, score_pool(sampler, model, to_score, train.images, ctx,
                                                      device=device, batch_size=p.eval_batch_size,
                                                      workers=p.workers)))
         scores = [pool_scores.get(n, float("-inf")) for n in names]
@@ -450,11 +596,11 @@ def _select(p: CycleParams, cycle: int, ranking, train, state: LabeledState, mod
     return picked, (pool_scores if scores is not None else None)
 
 
-def _images_scored(p: CycleParams, cycle: int, train, state: LabeledState) -> int:
+def _images_scored(p: CycleParams, cycle: int, train, state: LabeledState, sampler: str) -> int:
     """Pool images the cycle's selection ran the model on (the batches protocol ranks once, in `rank`)."""
-    if p.protocol != "pool" or cycle == 1 or not get_sampler(p.sampler).needs_predictions:
+    if p.protocol != "pool" or cycle == 1 or not get_sampler(sampler).needs_predictions:
         return 0
-    return len(frames_to_score(p.sampler, train.frames, set(state.labeled(cycle - 1))))
+    return len(frames_to_score(sampler, train.frames, set(state.labeled(cycle - 1))))
 
 
 def _within_box_budget(p: CycleParams, order: list[str], labels_of) -> list[str]:
@@ -508,12 +654,13 @@ def _log_start_pictures(p: CycleParams, vis, val, model, ranking, train, ranker:
     tracking.log_image(sheet["picked"], key="picked", step=0)
 
 
-def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: LabeledState, model, device) -> None:
+def _log_selection(p: CycleParams, cycle: int, picked, scores, train, state: LabeledState, model, device,
+                   sampler: str) -> None:
     what = None
     if scores is None:
         what = "random from batch 1" if p.protocol == "batches" else "random"
     sheet = pictures.selection_pictures(
-        picked, scores, train.frames, train.images, sampler=p.sampler, model=model, device=device,
+        picked, scores, train.frames, train.images, sampler=sampler, model=model, device=device,
         labeled=state.labeled(cycle - 1), seed=p.seed * 1000 + cycle, cycle=cycle,
         score_threshold=p.score_threshold, batch_size=p.eval_batch_size, what=what)
     if model is not None and p.protocol == "batches":
@@ -544,10 +691,10 @@ def _load_cycle_checkpoint(run_dir: Path, cycle: int, p: CycleParams):
     return detector_from_checkpoint(path)
 
 
-def _register_final(p: CycleParams, run_dir: Path, model, result) -> None:
-    ckpt = run_dir / f"cycle_{p.cycles:03d}.pt"
+def _register_final(p: CycleParams, run_dir: Path, model, result, cycle: int) -> None:
+    ckpt = run_dir / f"cycle_{cycle:03d}.pt"
     version = tracking.log_detector(ckpt, registered_name=tracking.DETECTOR_MODEL, version_tags={
-        "sampler": p.sampler, "protocol": p.protocol, "cycle": p.cycles, "mAP50": f"{result.mAP50:.6f}",
+        "sampler": p.sampler, "protocol": p.protocol, "cycle": cycle, "mAP50": f"{result.mAP50:.6f}",
         "seed": p.seed, "run_id": p.run_id})
     promoted = tracking.promote_if_better(tracking.DETECTOR_MODEL, version.version, "mAP50", result.mAP50)
     print(f"registered {tracking.DETECTOR_MODEL} version {version.version}"

@@ -12,8 +12,9 @@ from pathlib import Path
 from alod import tracking
 from alod.engine import distributed
 from alod.plots import learning_curves
+from alod.active.bandit import AUTO
 from alod.params import MainParams
-from alod.report import compare_table, curve_auc, markdown_table
+from alod.report import compare_table, curve_auc, forecast_table, markdown_table
 from alod.steps.cycle import CycleParams, run_cycles
 from alod.steps.pretrain import PretrainParams, run_pretrain
 from alod.steps.rank import RankParams, run_rank
@@ -36,6 +37,9 @@ def _reuse_or_run(experiment: str, step: str, params: dict, run) -> str:
 
 def run_main(p: MainParams) -> str:
     p.weights = weights_choice(p.arch, p.weights)  # resolved once, so run reuse compares like with like
+    if AUTO in p.samplers and p.protocol != "pool":
+        raise ValueError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
+                         "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
     experiment_id = tracking.setup(p.experiment)
     if experiment_id is not None:
         # Under `mlflow run` the main run already exists in the experiment MLflow chose (its
@@ -60,7 +64,9 @@ def run_main(p: MainParams) -> str:
             version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
             model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
             for sampler in p.samplers:
-                rank = p.subset_for(RankParams, model_uri=model_uri, sampler=sampler, seed=seed)
+                # `auto` (pool only) picks cycle 1 at random and scores with its arms later: rank as random does
+                rank = p.subset_for(RankParams, model_uri=model_uri, sampler="random" if sampler == AUTO else sampler,
+                                    seed=seed)
                 rank_id = linked("rank", _reuse_or_run(p.experiment, "rank", rank.logged_params(),
                                                        lambda: _detached(run_rank, rank)), f"{sampler}, seed {seed}")
                 cyc = p.subset_for(CycleParams, ranking=rank_id, sampler=sampler, seed=seed)
@@ -73,6 +79,7 @@ def run_main(p: MainParams) -> str:
         if distributed.is_main_process():
             print("\nsamplers compared (mAP50 on val; AUC = mean mAP50 over the budget range):", flush=True)
             print(table.to_string(index=False), flush=True)
+            print_forecast(curves, p.target_map50 or None)
             zero = _print_ranking_model(p, pretrain_runs)
             print(f"learning curve: {png}", flush=True)
             _log_result(p, curves, table, zero, used, experiment_id)
@@ -123,6 +130,15 @@ def _detached(fn, params):
     """Run a step as its own top-level run while the main run stays open."""
     with tracking.suspended():
         return fn(params)
+
+
+def print_forecast(curves, target: float | None) -> None:
+    """Per sampler: the learning-curve forecast at 1.5x, 2x, 5x the last budget (alod.forecast)."""
+    table = forecast_table(curves, target=target)
+    if table.empty:
+        return
+    print("\nforecast (val mAP50 = a - b*n^-c fitted to every seed's cycles; [80 % bootstrap band]):", flush=True)
+    print(table.to_string(index=False), flush=True)
 
 
 def write_comparison(curves, out: Path, *, log: bool = False) -> tuple:

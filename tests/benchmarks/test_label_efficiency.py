@@ -17,14 +17,15 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
     bench = load_benchmark("label_efficiency")
     samplers = ["random", "hybrid"]  # hybrid: the set-based path (features + labeled set)
     out = tmp_path / "out"
-    argv = ["--small", "--samplers", ",".join(samplers), "--protocols", "pool,batches",
-            "--warm-start-samplers", "random", "--out", str(out), "--threads", "1"]
+    # auto (a bandit over random and boxcount) runs under pool only
+    argv = ["--small", "--samplers", ",".join([*samplers, "auto"]), "--auto-samplers", "random,boxcount",
+            "--protocols", "pool,batches", "--warm-start-samplers", "random", "--out", str(out), "--threads", "1"]
     assert bench.main(argv) == 0
 
     table = pd.read_csv(out / "table.csv")
-    for protocol in ("pool", "batches"):
+    for protocol, names in (("pool", [*samplers, "auto"]), ("batches", samplers)):
         rows = table[table["protocol"] == protocol]
-        assert rows["sampler"].tolist() == [bench.ZERO, *samplers, bench.REFERENCE]
+        assert rows["sampler"].tolist() == [bench.ZERO, *names, bench.REFERENCE]
     budgets = [c for c in table.columns if c.endswith("%)")]
     assert budgets == ["0 (0 %)", "8 (20 %)", "16 (40 %)", "40 (100 %)"]  # zero, 2 cycles x 8 of 40, full pool
     assert {"AUC", "pool to 95 % of full", "train image-iterations"} <= set(table.columns)
@@ -33,9 +34,12 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
         assert f"| {name} |" in printed
     assert "beats random" in printed and "bar (95 % of full pool" in printed and "room to learn" in printed
     assert "### protocol pool" in printed and "### protocol batches" in printed
+    assert "auto: AUC rank among 3 samplers" in printed and "auto seed 0 chose: c1 random, c2 " in printed
 
     curves = pd.read_csv(out / "curves.csv")
-    assert sorted(curves["sampler"].unique()) == sorted(samplers)
+    assert sorted(curves["sampler"].unique()) == sorted([*samplers, "auto"])
+    assert set(curves.loc[(curves["sampler"] == "auto") & (curves["cycle"] == 2), "auto_choice"]) <= {
+        "random", "boxcount"}
     assert set(curves["cycle"]) == {1, 2} and curves["test_mAP50"].notna().all()
     assert (curves["train_image_iterations"] > 0).all()
     pool_later = curves[(curves["protocol"] == "pool") & (curves["cycle"] == 2) & (curves["sampler"] == "hybrid")]
@@ -57,7 +61,7 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
     by_step = {}
     for r in runs:
         by_step.setdefault(r.data.tags["alod.step"], []).append(r)
-    assert len(by_step["cycle"]) == 2 * len(samplers) + 1
+    assert len(by_step["cycle"]) == 2 * len(samplers) + 2
     for r in by_step["cycle"]:
         assert sorted(tracking.metric_steps(r.info.run_id, "test_mAP50")) == [1, 2]
     roles = sorted(r.data.tags.get("alod.role", "ranking model") for r in by_step["pretrain"])
@@ -68,4 +72,4 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
     assert bench.main(argv) == 0
     assert "(reused)" in capsys.readouterr().out
     assert pd.read_csv(out / "table.csv").equals(table)
-    assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == 2 * len(samplers) + 1
+    assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == 2 * len(samplers) + 2
