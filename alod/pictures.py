@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from alod import plots
+from alod.active.samplers import labeled_class_counts
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 
@@ -73,11 +74,9 @@ def predictions_for(model: torch.nn.Module, frames: Sequence[Frame], image_root:
 
 
 def class_counts(frames: Sequence[Frame]) -> dict[int, int]:
-    """Trainable ground-truth boxes per det_20 id (ignore regions excluded)."""
-    parts = [f.labels[~f.ignore] for f in frames]
-    labels = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    counts = np.bincount(np.clip(labels, 0, None), minlength=max(plots.CLASS_COLORS) + 1)
-    return {i: int(counts[i]) for i in plots.CLASS_COLORS}
+    """Trainable ground-truth boxes per det_20 id (ignore regions excluded), every class listed."""
+    counts = labeled_class_counts(frames)
+    return {i: counts.get(i, 0) for i in plots.CLASS_COLORS}
 
 
 def _by_name(predictions) -> Mapping[str, Frame]:

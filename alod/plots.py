@@ -386,10 +386,6 @@ def _blank(width: int, height: int, text: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- what the sampler picked
 
-_MEASURE_TAGS = {"entropy": "H", "least_confidence": "LC", "margin": "M", "mc_dropout": "MI",
-                 "consistency": "C", "hybrid": "H"}
-
-
 def driver_detections(frame: Frame, *, sampler: str | None = None, score_threshold: float = 0.05,
                       k: int = 5) -> tuple[np.ndarray, np.ndarray, str]:
     """The detections that drove an image's score: (indices, values, tag).
@@ -404,26 +400,26 @@ def driver_detections(frame: Frame, *, sampler: str | None = None, score_thresho
     """
     from alod.active import samplers as S
 
-    base = (sampler or "").partition(":")[0]
-    if frame.probs is not None and len(frame) and base != "coreset":
+    try:
+        spec = S.get_sampler(sampler) if sampler else None
+    except ValueError:  # a name alod does not register (e.g. `auto`, which picks another sampler each cycle)
+        spec = None
+    if frame.probs is not None and len(frame) and not (spec is not None and spec.set_based and spec.measure is None):
         idx = S.distinct_detections(frame, score_threshold)
         if idx.size == 0:
             return idx, np.zeros(0), ""
+        ctx = S.SamplerContext(score_threshold=score_threshold)
+        measure, tag = (spec.measure, spec.measure_tag) if spec is not None and spec.measure else (None, "")
         values = None
-        if base == "least_confidence":
-            values = S.least_confidence_of(frame.probs[idx])
-        elif base == "margin":
-            values = S.margin_of(frame.probs[idx])
-        elif base == "mc_dropout" and "mc_mutual_information" in frame.extra:
-            values = np.asarray(frame.extra["mc_mutual_information"], dtype=np.float64)[idx]
-        elif base == "consistency" and frame.extra.get("tta"):
-            values = np.mean([S.inconsistency_of(frame, idx, v, score_threshold)
-                              for v in frame.extra["tta"].values()], axis=0)
-        if values is None:
-            base = "entropy" if base not in ("entropy", "hybrid") else base
-            values = S.entropy_of(frame.probs[idx])
+        if measure is not None:
+            try:
+                values = measure(frame, idx, ctx)
+            except ValueError:  # the measure's inputs were not computed for this frame (no passes, no TTA)
+                values = None
+        if values is None:  # samplers without a per-detection measure: entropy, and the tag says so
+            values, tag = S.entropy_of(frame.probs[idx]), "H"
         top = np.argsort(-values, kind="stable")[:k]
-        return idx[top], np.asarray(values)[top], _MEASURE_TAGS.get(base, "H")
+        return idx[top], np.asarray(values)[top], tag
     if frame.scores is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0), ""
     idx = np.nonzero(frame.scores >= score_threshold)[0]

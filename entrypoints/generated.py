@@ -136,7 +136,21 @@ def readme_text(readme: str) -> str:
             raise ValueError(f"README marks parameters of {m.group(2)!r}, not an entry point "
                              f"({', '.join(ENTRY_POINTS)})")
         return m.group(1) + readme_table(ENTRY_POINTS[m.group(2)][1]) + "\n" + m.group(4)
-    return _MARKED.sub(table, readme)
+    readme = _MARKED.sub(table, readme)
+    return _SAMPLERS.sub(lambda m: m.group(1) + samplers_table() + "\n" + m.group(3), readme)
+
+
+def samplers_table() -> str:
+    from alod.active.bandit import AUTO, AUTO_DESCRIPTION
+    from alod.active.samplers import SAMPLERS
+
+    rows = ["| sampler | score |", "|---|---|"]
+    rows += [f"| `{name}` | {s.description} |" for name, s in SAMPLERS.items()]
+    rows.append(f"| `{AUTO}` | {AUTO_DESCRIPTION} |")
+    return "\n".join(rows)
+
+
+_SAMPLERS = re.compile(r"(<!-- samplers -->\n)(.*?)(<!-- /samplers -->)", re.S)
 
 
 def stale() -> list[str]:

@@ -9,9 +9,9 @@ import click
 def samplers():
     """List the samplers `--sampler` accepts."""
     from alod.active.samplers import SAMPLERS
+    from alod.active.bandit import AUTO, AUTO_DESCRIPTION
 
-    width = max(map(len, SAMPLERS))
-    for name, sampler in SAMPLERS.items():
-        click.echo(f"{name:<{width}}  {sampler.description}")
-    click.echo(f"{'auto':<{width}}  cycle --protocol pool: a bandit (EXP3, after Hsu & Lin's 'Active learning by "
-               "learning') chooses each cycle among --auto-samplers by the mAP50 gain each brought")
+    rows = [(name, sampler.description) for name, sampler in SAMPLERS.items()] + [(AUTO, AUTO_DESCRIPTION)]
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        click.echo(f"{name:<{width}}  {description.replace('`', '')}")

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 AUTO = "auto"
+AUTO_DESCRIPTION = ("protocol pool: a bandit (EXP3, after Hsu & Lin's 'Active learning by learning') "
+                    "chooses each cycle among `auto_samplers` by the mAP50 gain each brought")
 DEFAULT_ARMS = ("random", "entropy", "boxcount")
 
 

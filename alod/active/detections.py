@@ -29,7 +29,6 @@ plain outputs (boxes, labels, scores) are exactly torchvision's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +44,7 @@ from tqdm.auto import tqdm
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod.engine.infer import inference_loader
+from alod.active.samplers import mutual_information_of
 from alod.engine.distributed import resolve_device
 from alod.models import unwrap
 
@@ -197,14 +197,10 @@ class DetailedRoIHeads(RoIHeads):
 
 
 def mutual_information(passes: torch.Tensor) -> torch.Tensor:
-    """BALD per detection from (T, N, C+1) softmax passes: H(mean) - mean(H),
-    divided by log(C+1) (so in [0, 1])."""
-    def entropy(p: torch.Tensor) -> torch.Tensor:
-        p = p.double().clamp(1e-12, 1.0)
-        return -(p * p.log()).sum(-1)
-
-    mi = entropy(passes.mean(0)) - entropy(passes).mean(0)
-    return (mi / math.log(passes.shape[-1])).clamp(0.0, 1.0).float()
+    """BALD per detection from (T, N, C+1) softmax passes: the samplers' one definition
+    (samplers.mutual_information_of), on this device's tensors."""
+    mi = mutual_information_of(passes.detach().double().cpu().numpy())
+    return torch.as_tensor(mi, dtype=torch.float32, device=passes.device)
 
 
 def _pooled(feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

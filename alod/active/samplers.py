@@ -91,6 +91,8 @@ class Sampler:
         in `ctx.labeled`) or `ctx.labeled_features` / `ctx.class_counts`.
     set_based: scores come from a joint selection sized by `ctx.budget`.
     reduction: per-detection -> per-image reduction, None if not applicable.
+    measure, measure_tag: the per-detection measure the reduction summarises and its short
+        name on pictures ("H" entropy, ...); None for samplers without one (random, coreset).
     """
 
     name: str
@@ -105,6 +107,10 @@ class Sampler:
     needs_labeled: bool = False
     set_based: bool = False
     reduction: str | None = None
+    # The per-detection measure (frame, distinct detection indices, ctx) -> values, kept apart from the
+    # per-image reduction (after baal's heuristics): the score reduces it, pictures draw it (`measure_tag`).
+    measure: Callable[[Frame, np.ndarray, SamplerContext], np.ndarray] | None = None
+    measure_tag: str = ""
 
     @property
     def needs_detailed(self) -> bool:
@@ -497,46 +503,47 @@ def _boxcount(detections: Sequence[Frame], ctx: SamplerContext) -> np.ndarray:
 
 
 MC_PASSES = 10
-_RED = "per-image :max (default), :mean, :sum or :topk_mean; no detections -> 0"
+_RED = "reduced per image with `:max` (default), `:mean`, `:sum` or `:topk_mean`, e.g. `entropy:mean`; no detections -> 0"
 
-# name -> factory(reduction) for samplers that take a reduction suffix.
-_REDUCIBLE: dict[str, Callable[[str], Callable]] = {
-    "entropy": lambda r: _per_image(_probs_measure(entropy_of, "entropy"), r),
-    "least_confidence": lambda r: _per_image(_probs_measure(least_confidence_of, "least_confidence"), r),
-    "margin": lambda r: _per_image(_probs_measure(margin_of, "margin"), r),
-    "mc_dropout": lambda r: _per_image(_bald_measure, r),
-    "consistency": lambda r: _per_image(_consistency_measure, r),
-    "hybrid": _hybrid,
-}
+_ENTROPY = _probs_measure(entropy_of, "entropy")
+
+
+def _reducible(name: str, description: str, measure, tag: str, **needs) -> Sampler:
+    """A sampler that reduces a per-detection measure per image (reduction suffix: `name:mean`)."""
+    return Sampler(name, f"{description} ({_RED})", _per_image(measure, DEFAULT_REDUCTION), needs_probs=True,
+                   reduction=DEFAULT_REDUCTION, measure=measure, measure_tag=tag, **needs)
+
 
 SAMPLERS: dict[str, Sampler] = {
     s.name: s
     for s in (
-        Sampler("random", "uniform random scores (the baseline every sampler must beat)", _random,
+        Sampler("random", "a hash of (seed, cycle, image name): uniform, reproducible, identical whatever the sharding "
+                "(the baseline every sampler must beat)", _random,
                 needs_predictions=False),
-        Sampler("boxcount", "number of predicted boxes (the original study's score); "
+        Sampler("boxcount", "number of predicted boxes over `score_threshold` (the original study's score); "
                 "images with no detections score 0", _boxcount),
-        Sampler("entropy", f"softmax entropy over C+1 classes per detection ({_RED})",
-                _REDUCIBLE["entropy"](DEFAULT_REDUCTION), needs_probs=True, reduction=DEFAULT_REDUCTION),
-        Sampler("least_confidence", f"1 - top class probability per detection ({_RED})",
-                _REDUCIBLE["least_confidence"](DEFAULT_REDUCTION), needs_probs=True, reduction=DEFAULT_REDUCTION),
-        Sampler("margin", f"1 - (top-1 - top-2 class probability) per detection ({_RED})",
-                _REDUCIBLE["margin"](DEFAULT_REDUCTION), needs_probs=True, reduction=DEFAULT_REDUCTION),
-        Sampler("mc_dropout", f"BALD mutual information over {MC_PASSES} dropout passes on box-head "
-                f"features ({_RED})", _REDUCIBLE["mc_dropout"](DEFAULT_REDUCTION), needs_probs=True,
-                stochastic_passes=MC_PASSES, reduction=DEFAULT_REDUCTION),
-        Sampler("consistency", "CALD-style flip TTA: (1 - IoU of matched box + JS divergence of class "
-                f"distributions) / 2 per detection ({_RED})", _REDUCIBLE["consistency"](DEFAULT_REDUCTION),
-                needs_probs=True, needs_tta=("hflip",), reduction=DEFAULT_REDUCTION),
+        _reducible("entropy", "entropy of the full softmax (C+1 classes, background included) per detection", _ENTROPY, "H"),
+        _reducible("least_confidence", "1 - top class probability per detection",
+                   _probs_measure(least_confidence_of, "least_confidence"), "LC"),
+        _reducible("margin", "1 - (top-1 - top-2 class probability) per detection",
+                   _probs_measure(margin_of, "margin"), "M"),
+        _reducible("mc_dropout", f"BALD mutual information over {MC_PASSES} dropout passes on box-head features",
+                   _bald_measure, "MI", stochastic_passes=MC_PASSES),
+        _reducible("consistency", "CALD-style flip TTA: (1 - IoU of matched box + JS divergence of class "
+                   "distributions) / 2 per detection", _consistency_measure, "C", needs_tta=("hflip",)),
         Sampler("coreset", "k-center greedy on pooled box-head image features, away from the labeled set "
                 "(set-based: top budget = chosen batch)", _coreset, needs_features=True,
                 needs_labeled=True, set_based=True),
         Sampler("hybrid", "class-balanced entropy pre-selects 4x budget, k-center on image features picks "
                 "the batch (PPAL-style, set-based; reduction suffix as entropy)",
-                _REDUCIBLE["hybrid"](DEFAULT_REDUCTION), needs_probs=True, needs_features=True,
-                needs_labeled=True, set_based=True, reduction=DEFAULT_REDUCTION),
+                _hybrid(DEFAULT_REDUCTION), needs_probs=True, needs_features=True,
+                needs_labeled=True, set_based=True, reduction=DEFAULT_REDUCTION, measure=_ENTROPY,
+                measure_tag="H"),
     )
 }
+
+# Set-based samplers whose score is not a plain reduction of their measure build it per reduction.
+_SCORE_FOR_REDUCTION: dict[str, Callable[[str], Callable]] = {"hybrid": _hybrid}
 
 
 def get_sampler(name: str) -> Sampler:
@@ -550,12 +557,14 @@ def get_sampler(name: str) -> Sampler:
     sampler = SAMPLERS[base]
     if not sep:
         return sampler
-    if base not in _REDUCIBLE:
-        raise ValueError(f"sampler {base!r} takes no reduction (got {name!r}); "
-                         f"samplers with reductions: {', '.join(sorted(_REDUCIBLE))}")
+    if sampler.reduction is None:
+        raise ValueError(f"sampler {base!r} takes no reduction (got {name!r}); samplers with reductions: "
+                         f"{', '.join(sorted(n for n, x in SAMPLERS.items() if x.reduction))}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r} in {name!r}; choose one of {list(REDUCTIONS)}")
-    return dataclasses.replace(sampler, name=name, reduction=reduction, score=_REDUCIBLE[base](reduction))
+    score = (_SCORE_FOR_REDUCTION[base](reduction) if base in _SCORE_FOR_REDUCTION
+             else _per_image(sampler.measure, reduction))
+    return dataclasses.replace(sampler, name=name, reduction=reduction, score=score)
 
 
 def score_images(

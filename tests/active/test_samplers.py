@@ -235,3 +235,24 @@ def test_random_scores_do_not_depend_on_sharding():
     halves = np.concatenate([score_images("random", dets[:7], SamplerContext(seed=3, cycle=1)),
                              score_images("random", dets[7:], SamplerContext(seed=3, cycle=1))])
     assert np.array_equal(whole, halves)
+
+
+def test_a_new_sampler_is_one_registry_entry_with_its_measure(monkeypatch):
+    """Measure apart from reduction: one entry gives the score, its reduction variants and what pictures draw."""
+    from alod import plots
+    from alod.active import samplers as S
+
+    def top_probability(frame, idx, ctx):  # a made-up measure: the top class probability itself
+        return frame.probs[idx].max(-1).astype(np.float64)
+
+    entry = S._reducible("confident", "top class probability per detection", top_probability, "P")
+    monkeypatch.setitem(S.SAMPLERS, "confident", entry)
+    probs = np.array([[0.1, 0.9, 0.0], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    frame = Frame("a", np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=np.float32),
+                  np.array([1, 1, 2]), scores=np.array([0.9, 0.5, 0.6]), probs=probs, proposal=np.arange(3))
+    assert score_images("confident", [frame]) == pytest.approx([0.9])
+    assert score_images("confident:mean", [frame]) == pytest.approx([(0.9 + 0.5 + 0.6) / 3])
+    idx, values, tag = plots.driver_detections(frame, sampler="confident", k=2)
+    assert tag == "P" and idx.tolist() == [0, 2] and values == pytest.approx([0.9, 0.6])
+    with pytest.raises(ValueError, match="takes no reduction"):
+        get_sampler("coreset:mean")
