@@ -138,7 +138,7 @@ def build_starting_weights(out: str | Path, settings: BuildSettings, *, work: st
     from alod.engine.evaluate import evaluate
     from alod.engine.infer import predict_all
     from alod.engine.train import TrainConfig, fit
-    from alod.steps.common import load_split
+    from alod.data.splits import load_split
 
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from alod.models import build_detector, freeze_backbone_stages, freeze_batchnorm
     from alod.report import markdown_table
     from alod.starting_weights import model_weights, weights_choice
-    from alod.steps.common import load_split
+    from alod.data.splits import load_split
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ import torch
 from alod import tracking
 from alod.engine.infer import predict_all
 from alod.report import curve_auc, labels_to_reach, markdown_table
-from alod.steps.common import load_split
+from alod.data.splits import load_split
 
 DEFAULT_SAMPLERS = ("random", "boxcount", "entropy", "coreset", "hybrid")
 EXPERIMENT = "alod-label-efficiency"

@@ -76,7 +76,7 @@ def _predict_split(weights, model_uri, arch, labels, images, data, split, batch_
     from alod.engine.distributed import default_device
     from alod.engine.infer import predict_all
     from alod.models import build_detector, detector_from_checkpoint, load_checkpoint
-    from alod.steps.common import load_split
+    from alod.data.splits import load_split
 
     if model_uri:
         from alod import tracking

@@ -23,7 +23,7 @@ from alod.starting_weights import (
     resolve_weights,
     weights_choice,
 )
-from alod.steps.common import load_split
+from alod.data.splits import load_split
 
 SHIPPED_TINY = SHIPPED["tiny"]
 # The floor the shipped file must clear on a small target set it never saw (seed 7); the file's

@@ -11,7 +11,7 @@ import pytest
 
 from alod.data.bdd100k import load_labels
 from alod.data.frames import LabelError
-from alod.steps.common import load_split
+from alod.data.splits import load_split
 
 
 def _write(tmp_path, frames, name="labels.json"):
