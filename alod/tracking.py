@@ -7,9 +7,11 @@ local SQLite file; `MLFLOW_TRACKING_URI` points at a server instead.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -343,10 +345,27 @@ def resolve_model_version(uri: str) -> Any:
         ) from None
 
 
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (callers that keep nothing pass `dst`,
+    or use `registered_checkpoint`, which removes it as soon as they are done)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return Path(path)
+
+
+@contextmanager
+def registered_checkpoint(uri: str) -> Iterator[tuple[Path, Any]]:
+    """A registered detector's checkpoint in a temporary folder that is gone when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="alod-model-") as tmp:
+        yield download_registered_checkpoint(uri, tmp)
+
+
 def download_registered_checkpoint(uri: str, dst: str | Path | None = None) -> tuple[Path, Any]:
-    """Download a registered detector's checkpoint file; returns (path, ModelVersion)."""
+    """Download a registered detector's checkpoint file; returns (path, ModelVersion).
+
+    Without `dst` the file goes to a temporary folder removed when the process exits."""
     version = resolve_model_version(uri)
-    dst = Path(dst or tempfile.mkdtemp(prefix="alod-model-"))
+    dst = Path(dst) if dst else _scratch_dir("alod-model-")
     local = Path(_retry(mlflow.artifacts.download_artifacts,
                         artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)))
     found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
@@ -428,7 +447,7 @@ def metric_steps(run_id: str, key: str) -> dict[int, float]:
 
 
 def download_run_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
-    dst = dst or tempfile.mkdtemp(prefix="alod-art-")
+    dst = dst or _scratch_dir("alod-art-")
     try:
         return Path(_retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path,
                            dst_path=str(dst)))
@@ -558,5 +577,5 @@ def load_registered_detector(uri: str, map_location: str = "cpu"):
     """A registered version as a torch detector (weights_only load); returns (model, ModelVersion)."""
     from alod.models import detector_from_checkpoint
 
-    path, version = download_registered_checkpoint(uri)
-    return detector_from_checkpoint(path, map_location=map_location), version
+    with registered_checkpoint(uri) as (path, version):
+        return detector_from_checkpoint(path, map_location=map_location), version
