@@ -57,7 +57,13 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
         run = _retry(MlflowClient().get_run, os.environ["MLFLOW_RUN_ID"])
         exp = _retry(mlflow.set_experiment, experiment_id=run.info.experiment_id)
     else:
-        exp = _retry(mlflow.set_experiment, experiment)
+        try:
+            exp = _retry(mlflow.set_experiment, experiment)
+        except MlflowException as e:
+            if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Two commands creating one new experiment at the same moment: the other one won.
+            exp = _retry(mlflow.set_experiment, experiment)
     return exp.experiment_id
 
 

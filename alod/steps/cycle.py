@@ -18,6 +18,7 @@ resuming the run trains on exactly those labels once every selected image has on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alod import annotation, pictures, tracking
+from alod import annotation, locks, pictures, tracking
 from alod.active import protocol as protocols
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
 from alod.active.scoring import frames_to_score
@@ -146,50 +147,67 @@ def run_cycles(p: CycleParams) -> str:
     resume_state = None
     if p.resume_run_id:
         tracking.get_run(p.resume_run_id)  # fails clearly when unknown
-    with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
-                      run_id=p.resume_run_id) as run_id:
+    with contextlib.ExitStack() as held:
         if p.resume_run_id:
-            resume_state = labeled_state_of_run(run_id, work)
-        else:
-            tracking.log_params(p.logged_params())
-        p.run_id = run_id
-        run_dir = work / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ranking is not None:
-            p.ranking_file = str(run_dir / "ranking.parquet")
-            ranking.to_parquet(p.ranking_file)
-        if resume_state is not None:
-            p.state_file = str(resume_state)
-        if p.oracle == "files":
-            p.labels_file = str(sync_label_store(run_id, work))
-            if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
-                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
-        elif p.protocol == "batches" and ranking_tags.get("ranking_model"):
-            try:  # only for pictures: without it, `picked` shows the ranking's scores alone
-                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
-            except (tracking.TrackingError, OSError) as e:
-                print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
-                      "the picked sheets show scores without detections", flush=True)
-        launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
-        if launch.needed:
-            worker_params = json.dumps(dataclasses.asdict(p))
-            if os.environ.get("ALOD_DEBUG") or p.nnodes > 1:
-                # Other nodes start their workers with exactly these (README: Scaling out).
-                print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
-            run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
-        else:
-            cycle_worker(p)
-        _describe(p, run_id)
-    waiting = tracking.waiting_cycle(run_id)
-    if waiting is not None:
-        tracking.set_status(run_id, "SCHEDULED")
-        print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
-              f"annotation/cycle_{waiting:03d}/ ({', '.join(annotation.EXPORT_FILES)}).\n"
-              f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
-              f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
+            # Before the run's status changes: a second command on a run that is being worked on is
+            # refused here, and never trains it twice.
+            held.enter_context(locks.run_lock(work, p.resume_run_id))
+            _remove_stale_temp_files(work, p.resume_run_id)
+        with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
+                          run_id=p.resume_run_id) as run_id:
+            if p.resume_run_id:
+                resume_state = labeled_state_of_run(run_id, work)
+            else:
+                held.enter_context(locks.run_lock(work, run_id))  # a new run: nobody else knows its id yet
+                tracking.log_params(p.logged_params())
+            p.run_id = run_id
+            run_dir = work / "runs" / run_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if ranking is not None:
+                p.ranking_file = str(run_dir / "ranking.parquet")
+                ranking.to_parquet(p.ranking_file)
+            if resume_state is not None:
+                p.state_file = str(resume_state)
+            if p.oracle == "files":
+                with locks.labels_lock(work, run_id):
+                    p.labels_file = str(sync_label_store(run_id, work))
+                if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
+                    ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                    p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+            elif p.protocol == "batches" and ranking_tags.get("ranking_model"):
+                try:  # only for pictures: without it, `picked` shows the ranking's scores alone
+                    ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                    p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+                except (tracking.TrackingError, OSError) as e:
+                    print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
+                          "the picked sheets show scores without detections", flush=True)
+            launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
+            if launch.needed:
+                worker_params = json.dumps(dataclasses.asdict(p))
+                if os.environ.get("ALOD_DEBUG") or p.nnodes > 1:
+                    # Other nodes start their workers with exactly these (README: Scaling out).
+                    print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
+                run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
+            else:
+                cycle_worker(p)
+            _describe(p, run_id)
+        waiting = tracking.waiting_cycle(run_id)
+        if waiting is not None:
+            tracking.set_status(run_id, "SCHEDULED")
+            print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
+                  f"annotation/cycle_{waiting:03d}/ ({', '.join(annotation.EXPORT_FILES)}).\n"
+                  f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
+                  f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
     return run_id
+
+
+def _remove_stale_temp_files(work: Path, run_id: str) -> None:
+    """What atomic writes a kill interrupted left in the run's folder (the run lock is held)."""
+    with locks.labels_lock(work, run_id):
+        removed = locks.remove_stale_temp_files(work / "runs" / run_id)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) of interrupted writes in {work / 'runs' / run_id}",
+              flush=True)
 
 
 def _describe(p: CycleParams, run_id: str) -> None:
