@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from alod.tracking import CHAMPION, PRETRAINED_MODEL
-from entrypoints.options import data_option, experiment_option, friendly_errors
+from entrypoints.options import data_option, experiment_option, friendly_errors, none_if_empty
 
 
 @click.command()
@@ -21,7 +21,10 @@ from entrypoints.options import data_option, experiment_option, friendly_errors
 @click.option("--eval-batch-size", type=int, default=8, show_default=True, help="Inference batch size.")
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--nproc", type=int, default=1, show_default=True,
-              help="torchrun processes; each scores a shard of the pool (one per GPU).")
+              help="torchrun processes per node; each scores a shard of the pool (one per GPU).")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes (multi-node torchrun).")
+@click.option("--rdzv-endpoint", default=None, callback=none_if_empty,
+              help="host:port of node 0's rendezvous, for --nnodes > 1.")
 @click.option("--work-dir", default=".alod", show_default=True)
 @experiment_option
 @friendly_errors

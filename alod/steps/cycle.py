@@ -51,6 +51,7 @@ from alod.steps.common import (
     flops_per_image,
     load_split,
     pictures_safely,
+    print_worker_command,
     run_workers,
     score_pool,
 )
@@ -184,8 +185,9 @@ def run_cycles(p: CycleParams) -> str:
             launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
             if launch.needed:
                 worker_params = json.dumps(dataclasses.asdict(p))
-                if os.environ.get("ALOD_DEBUG") or p.nnodes > 1:
-                    # Other nodes start their workers with exactly these (README: Scaling out).
+                if p.nnodes > 1:  # other nodes start their workers with exactly these (README: Scaling out)
+                    print_worker_command(PARAMS_ENV, worker_params, run_id, launch, "alod.steps.cycle")
+                elif os.environ.get("ALOD_DEBUG"):
                     print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
                 run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
             else:
@@ -408,10 +410,16 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                                       "epoch_seconds": stats["seconds"], "epoch_images": stats["images"]},
                                      step=epoch + 1)
 
+            def on_resumed_epoch(epoch: int, stats: dict) -> None:
+                # killed between the epoch's checkpoint and its log: log it now, once
+                if main and epoch + 1 not in tracking.metric_steps(child_id, "loss"):
+                    on_epoch_end(epoch, stats)
+
             if flops is None:  # the same architecture every cycle: count once per run
                 flops = flops_per_image(model, labeled, train.images) or 0.0
             fit(model, DetectionDataset(labeled, train.images, train=True), config,
-                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end, flops_per_image=flops or None)
+                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end, flops_per_image=flops or None,
+                on_resumed_epoch=on_resumed_epoch)
             preds = predict_all(model, val.frames, val.images, device=device,
                                 batch_size=p.eval_batch_size, workers=p.workers)
             maybe_fail("evaluate", cycle)  # trained, predicted, not yet scored or logged
