@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 POINTS = ("select", "after_select", "after_export", "evaluate", "after_train", "after_metrics", "train_step",  # train_step: "epoch.step"
+          "epoch_saved",  # epoch_saved: the epoch (0-based) whose checkpoint was just written
           "import_after_local", "import_after_upload")  # import points: cycle "import"
 
 

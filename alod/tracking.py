@@ -67,8 +67,35 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
     return exp.experiment_id
 
 
+# ALOD_TRACKING_PROFILE=FILE: the time every tracking call took, summed per MLflow function, is written
+# to FILE (JSON) when the process exits (benchmarks/tracking_load.py measures the logging overhead so).
+_PROFILE: dict[str, list[float]] = {}
+
+
+def _write_profile(path: str) -> None:
+    import json
+
+    Path(path).write_text(json.dumps({k: {"calls": int(v[0]), "seconds": v[1]} for k, v in _PROFILE.items()}))
+
+
+if os.environ.get("ALOD_TRACKING_PROFILE"):
+    atexit.register(_write_profile, os.environ["ALOD_TRACKING_PROFILE"])
+
+
 def _retry(fn, *args, attempts: int = 5, base_delay: float = 1.0, **kwargs):
     """Retry transient tracking failures (server restart, network blip) with backoff."""
+    if _PROFILE is not None and os.environ.get("ALOD_TRACKING_PROFILE"):
+        started = time.perf_counter()
+        try:
+            return _retry_now(fn, *args, attempts=attempts, base_delay=base_delay, **kwargs)
+        finally:
+            entry = _PROFILE.setdefault(getattr(fn, "__name__", str(fn)), [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+    return _retry_now(fn, *args, attempts=attempts, base_delay=base_delay, **kwargs)
+
+
+def _retry_now(fn, *args, attempts: int = 5, base_delay: float = 1.0, **kwargs):
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -428,11 +455,11 @@ def find_child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str | None:
 def child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str:
     """The newest nested run of `parent_run_id` carrying these tags."""
     client = MlflowClient()
-    parent = client.get_run(parent_run_id)
+    parent = _retry(client.get_run, parent_run_id)
     flt = " and ".join([f"tags.mlflow.parentRunId = '{parent_run_id}'"]
                        + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
-    runs = client.search_runs([parent.info.experiment_id], filter_string=flt,
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = _retry(client.search_runs, [parent.info.experiment_id], filter_string=flt,
+                  order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise TrackingError(f"run {parent_run_id} has no child run with tags {dict(tags)}")
     return runs[0].info.run_id
@@ -449,7 +476,7 @@ def link_to_main(run_id: str, main_run_id: str) -> None:
 
 
 def metric_steps(run_id: str, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+    return {m.step: m.value for m in _retry(MlflowClient().get_metric_history, run_id, key)}
 
 
 def download_run_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
