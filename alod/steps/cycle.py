@@ -154,12 +154,14 @@ def run_cycles(p: CycleParams) -> str:
             # refused here, and never trains it twice.
             held.enter_context(locks.run_lock(work, p.resume_run_id))
             _remove_stale_temp_files(work, p.resume_run_id)
+            held.enter_context(_run_tempdir(work / "runs" / p.resume_run_id))
         with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
                           run_id=p.resume_run_id) as run_id:
             if p.resume_run_id:
                 resume_state = labeled_state_of_run(run_id, work)
             else:
                 held.enter_context(locks.run_lock(work, run_id))  # a new run: nobody else knows its id yet
+                held.enter_context(_run_tempdir(work / "runs" / run_id))
                 tracking.log_params(p.logged_params())
             p.run_id = run_id
             run_dir = work / "runs" / run_id
@@ -203,10 +205,40 @@ def run_cycles(p: CycleParams) -> str:
     return run_id
 
 
+@contextlib.contextmanager
+def _run_tempdir(run_dir: Path):
+    """Temporary files of this command (MLflow stages every logged image, figure and dict in one) go to
+    the run's `tmp/` folder, which the next resume empties: a `kill -9` leaves nothing in /tmp."""
+    import tempfile
+
+    tmp = run_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    before, env_before = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)  # TMPDIR: for the torchrun workers too
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = before
+        if env_before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = env_before
+
+
 def _remove_stale_temp_files(work: Path, run_id: str) -> None:
-    """What atomic writes a kill interrupted left in the run's folder (the run lock is held)."""
+    """What atomic writes a kill interrupted left in the run's folder, and what the killed command had
+    in its temporary folder (the run lock is held: no other command of this run is writing)."""
+    import shutil
+
     with locks.labels_lock(work, run_id):
         removed = locks.remove_stale_temp_files(work / "runs" / run_id)
+        tmp = work / "runs" / run_id / "tmp"
+        for entry in (tmp.iterdir() if tmp.is_dir() else []):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
     if removed:
         print(f"removed {len(removed)} temporary file(s) of interrupted writes in {work / 'runs' / run_id}",
               flush=True)
