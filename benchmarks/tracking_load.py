@@ -129,6 +129,11 @@ def main(argv=None) -> int:
             if kind == "sqlite":
                 uri = f"sqlite:///{out / f'{config}.db'}"
                 env = {"MLFLOW_TRACKING_URI": uri}
+                # MLflow creates a new SQLite file's tables on first use; 8 processes doing that at once
+                # fail in its migrations ("table ... already exists", 7 of 8 runs): create it first.
+                from mlflow import MlflowClient
+
+                MlflowClient(tracking_uri=uri).search_experiments()
             else:
                 if stack is None:
                     from alod.teamstack import TeamStack
