@@ -168,7 +168,12 @@ def chaos_cycle(ch: Chaos) -> dict:
     args = ch.args
     c = client(ch.uri)
     started = time.perf_counter()
-    ch.run(*ch.cycle_args("work-ref"))
+    proc = ch.start(*ch.cycle_args("work-ref"))
+    ch.wait_for_work(proc)
+    startup = time.perf_counter() - started  # the uninterrupted run's start-up, before its first work
+    proc.wait()
+    if proc.returncode != 0:
+        raise SystemExit(f"the reference run failed; see {ch.out / 'commands.log'}")
     ref_seconds = time.perf_counter() - started
     ref_id = cycle_runs(c)[-1].info.run_id
     # The kill moments: uniform over the reference run's wall time, in order. Kill 1 comes t_1 s after
@@ -176,7 +181,7 @@ def chaos_cycle(ch: Chaos) -> dict:
     # training, prediction or a finished cycle: start-up and reading the run's state back are behind
     # it), so the kills walk through the run roughly as the moments walk through the reference.
     moments = np.sort(ch.rng.uniform(0, ref_seconds, args.kills))
-    print(f"reference run {ref_id}: {ref_seconds:.1f} s; kill moments {np.round(moments, 1).tolist()}", flush=True)
+    print(f"reference run {ref_id}: {ref_seconds:.1f} s (start-up {startup:.1f} s); kill moments {np.round(moments, 1).tolist()}", flush=True)
 
     known = {r.info.run_id for r in cycle_runs(c)}
     run_id, kills, attempts, delays = None, 0, 0, []
@@ -191,6 +196,8 @@ def chaos_cycle(ch: Chaos) -> dict:
         if kills < args.kills:
             delay = float(moments[kills] - previous)
             if kills:
+                # back at work = past the start-up, which the reference's clock counts once
+                delay = max(0.0, float(moments[kills]) - max(previous, startup))
                 ch.wait_for_work(proc)
             if ch.kill_after(proc, delay):
                 previous = float(moments[kills])
@@ -263,7 +270,7 @@ def chaos_cycle(ch: Chaos) -> dict:
     if stale:
         problems.append(f"{len(stale)} stale temporary file(s): {[str(p) for p in stale[:5]]}")
     return {"kills": kills, "attempts": attempts, "fresh_starts": fresh_starts, "abandoned_runs": abandoned,
-            "labels_lost": len(lost),
+            "labels_lost": len(lost), "startup_seconds": round(startup, 1),
             "moments": [round(float(m), 2) for m in moments],
             "labeled": len(state), "reference_seconds": round(ref_seconds, 1),
             "delays": [round(d, 2) for d in delays], "problems": problems, "run_id": run_id, "ref_id": ref_id}
