@@ -3,6 +3,9 @@
 `ALOD_FAULT=point:cycle` (e.g. `after_metrics:2`) kills the process with
 SIGKILL-like abruptness (os._exit, no cleanup, no finally blocks) when the
 cycle loop reaches that point; unset, this costs one dict lookup.
+
+`ALOD_DELAY=point:seconds` (e.g. `import_before_write:3`) sleeps there instead: the concurrency
+tests widen a race window with it, so that a missing lock shows every time, not once in a while.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 
 POINTS = ("select", "after_select", "after_export", "evaluate", "after_train", "after_metrics", "train_step",  # train_step: "epoch.step"
+          "epoch_saved",  # epoch_saved: the epoch (0-based) whose checkpoint was just written
           "import_after_local", "import_after_upload")  # import points: cycle "import"
 
 
@@ -27,3 +31,14 @@ def maybe_fail(point: str, cycle: int | str) -> None:
             open(once, "w").close()
         print(f"ALOD_FAULT: killing the process at {point} of cycle {cycle}", flush=True)
         os._exit(137)
+
+
+def maybe_delay(point: str) -> None:
+    spec = os.environ.get("ALOD_DELAY")
+    if not spec:
+        return
+    want_point, _, seconds = spec.partition(":")
+    if want_point == point:
+        import time
+
+        time.sleep(float(seconds))

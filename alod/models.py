@@ -36,6 +36,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from alod.data.categories import NUM_CLASSES
+from alod.fileio import disk_full
 
 DEFAULT_NUM_CLASSES = NUM_CLASSES + 1  # det_20 classes + background
 PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
@@ -414,6 +415,13 @@ def save_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # readers see the old file or the new one, never half
+    except (OSError, RuntimeError) as e:
+        full = disk_full(e, path)  # before the temp file goes: the free space the write ran into
+        if tmp.exists():
+            tmp.unlink()
+        if full is not None:
+            raise full from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -74,6 +74,10 @@ SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
     "score_threshold": (0.05, dict(help="detections scoring below this do not count (boxcount, pre-annotations)")),
     "nproc": (1, dict(help="processes per node under torchrun (one per GPU; gloo on CPU)", resumable=True,
                       minimum=1)),
+    "nnodes": (1, dict(help="machines (multi-node torchrun; README: Scaling out): node 0 runs this command, the "
+                            "others start the workers it prints", resumable=True, minimum=1)),
+    "rdzv_endpoint": (None, dict(help="host:port of node 0's rendezvous, for nnodes > 1", resumable=True,
+                                 logged=False)),
     "register": (True, dict(help="register the final model", resumable=True)),
     "resume_run_id": (None, dict(help="continue an interrupted (killed, SIGTERM-stopped) run from its last "
                                       "checkpoint, with the run's logged parameters (README: Resume)",
@@ -204,8 +208,10 @@ class RankParams(StepParams):
     eval_batch_size: int = shared("eval_batch_size")
     workers: int = shared("workers")
     # the ranking does not depend on how the pool is sharded: not logged, so any nproc reuses a run
-    nproc: int = shared("nproc", help="processes under torchrun; each scores a shard of the pool (one per GPU)",
-                        logged=False)
+    nproc: int = shared("nproc", help="processes per node under torchrun; each scores a shard of the pool (one "
+                                      "per GPU)", logged=False)
+    nnodes: int = shared("nnodes", logged=False)
+    rdzv_endpoint: str | None = shared("rdzv_endpoint")
     experiment: str = shared("experiment")
     work_dir: str = shared("work_dir")
     # Set by the launcher so torchrun workers never query the registry themselves:
@@ -240,9 +246,8 @@ class CycleParams(StepParams):
     weights: str | None = shared("weights", help="weights every cycle starts from (reset) or cycle 1 does: "
                                                  + SHARED["weights"][1]["help"])
     nproc: int = shared("nproc")
-    nnodes: int = param(1, "nodes (multi-node torchrun)", resumable=True, minimum=1)
-    rdzv_endpoint: str | None = param(None, "host:port of node 0's rendezvous, for nnodes > 1", resumable=True,
-                                      logged=False)
+    nnodes: int = shared("nnodes")
+    rdzv_endpoint: str | None = shared("rdzv_endpoint")
     max_restarts: int = param(0, "elastic restarts: a failed worker restarts and the cycle resumes from its "
                                  "checkpoint", resumable=True, minimum=0)
     workers: int = shared("workers")

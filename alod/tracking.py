@@ -7,9 +7,11 @@ local SQLite file; `MLFLOW_TRACKING_URI` points at a server instead.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -55,12 +57,45 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str | None:
         run = _retry(MlflowClient().get_run, os.environ["MLFLOW_RUN_ID"])
         exp = _retry(mlflow.set_experiment, experiment_id=run.info.experiment_id)
     else:
-        exp = _retry(mlflow.set_experiment, experiment)
+        try:
+            exp = _retry(mlflow.set_experiment, experiment)
+        except MlflowException as e:
+            if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Two commands creating one new experiment at the same moment: the other one won.
+            exp = _retry(mlflow.set_experiment, experiment)
     return exp.experiment_id
+
+
+# ALOD_TRACKING_PROFILE=FILE: the time every tracking call took, summed per MLflow function, is written
+# to FILE (JSON) when the process exits (benchmarks/tracking_load.py measures the logging overhead so).
+_PROFILE: dict[str, list[float]] = {}
+
+
+def _write_profile(path: str) -> None:
+    import json
+
+    Path(path).write_text(json.dumps({k: {"calls": int(v[0]), "seconds": v[1]} for k, v in _PROFILE.items()}))
+
+
+if os.environ.get("ALOD_TRACKING_PROFILE"):
+    atexit.register(_write_profile, os.environ["ALOD_TRACKING_PROFILE"])
 
 
 def _retry(fn, *args, attempts: int = 5, base_delay: float = 1.0, **kwargs):
     """Retry transient tracking failures (server restart, network blip) with backoff."""
+    if _PROFILE is not None and os.environ.get("ALOD_TRACKING_PROFILE"):
+        started = time.perf_counter()
+        try:
+            return _retry_now(fn, *args, attempts=attempts, base_delay=base_delay, **kwargs)
+        finally:
+            entry = _PROFILE.setdefault(getattr(fn, "__name__", str(fn)), [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+    return _retry_now(fn, *args, attempts=attempts, base_delay=base_delay, **kwargs)
+
+
+def _retry_now(fn, *args, attempts: int = 5, base_delay: float = 1.0, **kwargs):
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -343,10 +378,27 @@ def resolve_model_version(uri: str) -> Any:
         ) from None
 
 
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (callers that keep nothing pass `dst`,
+    or use `registered_checkpoint`, which removes it as soon as they are done)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return Path(path)
+
+
+@contextmanager
+def registered_checkpoint(uri: str) -> Iterator[tuple[Path, Any]]:
+    """A registered detector's checkpoint in a temporary folder that is gone when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="alod-model-") as tmp:
+        yield download_registered_checkpoint(uri, tmp)
+
+
 def download_registered_checkpoint(uri: str, dst: str | Path | None = None) -> tuple[Path, Any]:
-    """Download a registered detector's checkpoint file; returns (path, ModelVersion)."""
+    """Download a registered detector's checkpoint file; returns (path, ModelVersion).
+
+    Without `dst` the file goes to a temporary folder removed when the process exits."""
     version = resolve_model_version(uri)
-    dst = Path(dst or tempfile.mkdtemp(prefix="alod-model-"))
+    dst = Path(dst) if dst else _scratch_dir("alod-model-")
     local = Path(_retry(mlflow.artifacts.download_artifacts,
                         artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)))
     found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
@@ -403,11 +455,11 @@ def find_child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str | None:
 def child_run(parent_run_id: str, tags: Mapping[str, Any]) -> str:
     """The newest nested run of `parent_run_id` carrying these tags."""
     client = MlflowClient()
-    parent = client.get_run(parent_run_id)
+    parent = _retry(client.get_run, parent_run_id)
     flt = " and ".join([f"tags.mlflow.parentRunId = '{parent_run_id}'"]
                        + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
-    runs = client.search_runs([parent.info.experiment_id], filter_string=flt,
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = _retry(client.search_runs, [parent.info.experiment_id], filter_string=flt,
+                  order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise TrackingError(f"run {parent_run_id} has no child run with tags {dict(tags)}")
     return runs[0].info.run_id
@@ -424,11 +476,11 @@ def link_to_main(run_id: str, main_run_id: str) -> None:
 
 
 def metric_steps(run_id: str, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in MlflowClient().get_metric_history(run_id, key)}
+    return {m.step: m.value for m in _retry(MlflowClient().get_metric_history, run_id, key)}
 
 
 def download_run_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
-    dst = dst or tempfile.mkdtemp(prefix="alod-art-")
+    dst = dst or _scratch_dir("alod-art-")
     try:
         return Path(_retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path,
                            dst_path=str(dst)))
@@ -558,5 +610,5 @@ def load_registered_detector(uri: str, map_location: str = "cpu"):
     """A registered version as a torch detector (weights_only load); returns (model, ModelVersion)."""
     from alod.models import detector_from_checkpoint
 
-    path, version = download_registered_checkpoint(uri)
-    return detector_from_checkpoint(path, map_location=map_location), version
+    with registered_checkpoint(uri) as (path, version):
+        return detector_from_checkpoint(path, map_location=map_location), version

@@ -70,23 +70,30 @@ def evaluate(predictions, weights, model_uri, arch, labels, images, data, split,
         click.echo(result.as_table())
 
 
-def _predict_split(weights, model_uri, arch, labels, images, data, split, batch_size, skip_unknown):
+def _load_model(weights, arch):
     from pathlib import Path
 
+    from alod.models import build_detector, detector_from_checkpoint, load_checkpoint
+
+    try:
+        return detector_from_checkpoint(load_checkpoint(Path(weights)))
+    except (KeyError, ValueError):
+        return build_detector(arch, weights=weights)
+
+
+def _predict_split(weights, model_uri, arch, labels, images, data, split, batch_size, skip_unknown):
     from alod.engine.distributed import default_device
     from alod.engine.infer import predict_all
-    from alod.models import build_detector, detector_from_checkpoint, load_checkpoint
     from alod.data.splits import load_split
 
     if model_uri:
         from alod import tracking
 
         tracking.setup_client()
-        weights, _ = tracking.download_registered_checkpoint(model_uri)
-    try:
-        model = detector_from_checkpoint(load_checkpoint(Path(weights)))
-    except (KeyError, ValueError):
-        model = build_detector(arch, weights=weights)
+        with tracking.registered_checkpoint(model_uri) as (path, _):
+            model = _load_model(path, arch)
+    else:
+        model = _load_model(weights, arch)
     split_data = load_split(data, split, labels=labels, images=images, skip_unknown=skip_unknown, exact=True)
     device = default_device()
     preds = predict_all(model.to(device), split_data.frames, split_data.images, device=device,

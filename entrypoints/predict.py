@@ -34,9 +34,10 @@ def predict(model_uri, images, out, score_threshold, batch_size):
     from alod.steps.predict import predict_files
 
     tracking.setup_client()
-    ckpt, version = tracking.download_registered_checkpoint(model_uri)
+    with tracking.registered_checkpoint(model_uri) as (ckpt, version):
+        model = detector_from_checkpoint(ckpt)
     device = default_device()
-    model = detector_from_checkpoint(ckpt).to(device)
+    model = model.to(device)
     preds = predict_files(model, images, device=device, batch_size=batch_size)
     kept = [f.scoring_at_least(score_threshold) for f in preds]
     save_frames(kept, Path(out), scores=True)

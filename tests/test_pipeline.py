@@ -249,7 +249,8 @@ def _labeled_state(run_id, dst):
         run_id=run_id, artifact_path="state/labeled.json", dst_path=str(dst))).read_text())
 
 
-@pytest.mark.parametrize("fault", ["select:2", "after_select:2", "train_step:0.1", "evaluate:2", "after_train:1", "after_metrics:1"])
+@pytest.mark.parametrize("fault", ["select:2", "after_select:2", "train_step:0.1", "epoch_saved:0", "evaluate:2",
+                                   "after_train:1", "after_metrics:1"])
 def test_killed_cycle_resumes_without_duplicates(pipeline, store, tmp_path, fault):
     """kill -9 (os._exit) at each point of a cycle; resume gives the same labeled set,
     every metric step exactly once, and the child run of the cycle reopened, not doubled."""

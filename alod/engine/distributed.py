@@ -70,11 +70,18 @@ def init_distributed(backend: str | None = None) -> DistEnv:
         return env
     # Under torchrun the agent's store can outlive a restart; keys of the failed attempt
     # (e.g. rank 0's old gloo address) would then be read by the new one. A prefix per
-    # attempt keeps restarted workers from connecting to dead peers.
+    # attempt keeps restarted workers from connecting to dead peers. The restart count is
+    # per node, though: when a worker dies on one node, the other nodes' agents restart
+    # theirs without counting, and a prefix per count split one round over two key spaces
+    # (both sides waited forever: tests/test_multinode.py). So the prefix is only for the
+    # agent's shared store, which alod uses on one node; across nodes alod's torchrun (and
+    # the README's command for the other nodes) sets TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1:
+    # a new store, hosted by rank 0, every round, empty, so one name for every node.
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), env.world_size,
                           is_master=not agent_store and env.rank == 0, timeout=timedelta(minutes=30))
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"alod/attempt_{restart}", store),
+    prefix = f"alod/attempt_{restart}" if agent_store else "alod/round"
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(prefix, store),
                             rank=env.rank, world_size=env.world_size)
     return env
 

@@ -472,6 +472,11 @@ def _save_mid_epoch(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
                            })
 
 
+def _plain_stats(stats: dict) -> dict:
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()
+            if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def _merge_epoch_stats(before: dict, after: dict) -> dict:
     """Stats of an epoch trained in two parts (before and after a preemption)."""
     n0, n1 = before["images"], after["images"]
@@ -493,6 +498,7 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     progress: bool = True,
     flops_per_image: float | None = None,
+    on_resumed_epoch: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Train `model` (in place) for config.epochs; returns this call's per-epoch stats.
 
@@ -511,7 +517,11 @@ def fit(
     `flops_per_image` (forward FLOPs, e.g. from `alod.engine.flops.forward_flops`,
     counted once by the caller: it costs a forward pass) adds
     "model_tflops_per_second" (all ranks together, training = 3x forward) and,
-    when the device's peak is known, "mfu" (against the peak x world size)."""
+    when the device's peak is known, "mfu" (against the peak x world size).
+
+    `on_resumed_epoch(epoch, stats)`: on a resume from an end-of-epoch checkpoint, called once with that
+    epoch's stats (saved in the checkpoint), so a caller can log what a kill between the checkpoint
+    and `on_epoch_end` left unlogged."""
     env = get_env()
     device = resolve_device(config.device)
     if len(train_dataset) == 0:
@@ -529,6 +539,7 @@ def fit(
     scheduler = build_scheduler(optimizer, config)
     start_epoch = 0
     mid_epoch: dict | None = None  # a SIGTERM checkpoint's resume state
+    resumed_stats: dict | None = None  # the stats of the epoch an end-of-epoch checkpoint closed
     ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
@@ -554,6 +565,7 @@ def fit(
             start_epoch = int(ckpt["epoch"])
         else:
             start_epoch = int(ckpt["epoch"]) + 1
+            resumed_stats = ckpt.get("finished_epoch_stats")
         if changed:
             warnings.warn(f"resuming {ckpt_path} with changed settings {changed}: not an exact resume", stacklevel=2)
 
@@ -569,6 +581,8 @@ def fit(
     loader = make_loader(train_dataset, config, generator)
     ckpt_config = {"train": _plain_config(config), "world_size": env.world_size}
     history: list[dict] = []
+    if resumed_stats is not None and on_resumed_epoch is not None:
+        on_resumed_epoch(start_epoch - 1, dict(resumed_stats))
     stop = _StopRequest(device)
     stop.install()
     try:
@@ -626,7 +640,8 @@ def fit(
             history.append(stats)
             if env.is_main and ckpt_path is not None:
                 save_checkpoint(ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                                config=ckpt_config)
+                                config=ckpt_config, extra={"finished_epoch_stats": _plain_stats(stats)})
+                maybe_fail("epoch_saved", epoch)  # checkpointed, not yet logged
             if is_initialized():
                 dist.barrier()  # no rank goes on before the checkpoint exists
             if stop.agreed():  # SIGTERM in the epoch's last step: its checkpoint is complete

@@ -100,11 +100,37 @@ class Launch:
         return cmd + ["-m", module]
 
 
+# For torchrun itself, on every node. By default its c10d rendezvous shares one TCPStore server across
+# rendezvous rounds, so the workers' gloo/NCCL rendezvous keys of a failed round stay in it, and the
+# restart counts that could tell rounds apart differ between nodes (a node whose worker did not fail
+# restarts without counting): across two hosts, restarted workers waited for each other forever
+# (torch 2.14.1; tests/test_multinode.py). A store per round, hosted by rank 0, starts empty.
+WORKER_AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def print_worker_command(params_env: str, worker_params: str, run_id: str, launch: Launch, module: str) -> None:
+    """What the other nodes need (README: Scaling out): the workers' parameters and run id, one
+    `NAME=value` line each, then the whole command to start a node's workers with them."""
+    import shlex
+
+    from alod.tracking import RUN_ID_ENV
+
+    agent_env = " ".join(f"{k}={v}" for k, v in WORKER_AGENT_ENV.items())
+    command = (f"{agent_env} {RUN_ID_ENV}={run_id} {params_env}={shlex.quote(worker_params)} "
+               f"python -m torch.distributed.run "
+               f"--nproc_per_node {launch.nproc} --nnodes {launch.nnodes} --rdzv_backend c10d "
+               f"--rdzv_endpoint {launch.rdzv_endpoint} --rdzv_id {launch.rdzv_id} "
+               f"--max_restarts {launch.max_restarts} -m {module}")
+    print(f"{params_env}={worker_params}\n{RUN_ID_ENV}={run_id}\n"
+          f"start the workers of every other node with (same code, data path and MLFLOW_TRACKING_URI):\n"
+          f"  {command}", flush=True)
+
+
 def run_workers(launch: Launch, module: str, env_extra: dict[str, str]) -> None:
     """Start torchrun workers running `python -m module` and wait; a failure is an error here."""
     import subprocess
 
-    env = {**os.environ, **env_extra}
+    env = {**os.environ, **WORKER_AGENT_ENV, **env_extra}
     result = subprocess.run(launch.command(module), env=env)
     if result.returncode != 0:
         raise RuntimeError(f"torchrun workers exited with code {result.returncode}")
@@ -138,6 +164,9 @@ def with_logged_params(given: dict, explicit: set[str], params_cls: type,
     run must not mix two experiments' settings."""
     run = tracking.get_run(given["resume_run_id"])
     logged = run.data.params
+    if not logged:
+        raise ValueError(f"run {given['resume_run_id']} has no logged parameters (it was stopped before it "
+                         "logged them, moments after it started): there is nothing to resume; start a new run")
     hints = typing.get_type_hints(params_cls)
     defaults = defaults or {}
     chosen = {n for n in explicit if not any(given.get(n) == d for d in defaults.get(n, ()))}

@@ -18,6 +18,7 @@ resuming the run trains on exactly those labels once every selected image has on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alod import annotation, forecast, pictures, tracking
+from alod import annotation, forecast, locks, pictures, tracking
 from alod.active import protocol as protocols
 from alod.active.bandit import AUTO, Exp3, parse_arms
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
@@ -52,6 +53,7 @@ from alod.steps.common import (
     flops_per_image,
     load_split,
     pictures_safely,
+    print_worker_command,
     run_workers,
     score_pool,
 )
@@ -113,53 +115,103 @@ def run_cycles(p: CycleParams) -> str:
     resume_state = None
     if p.resume_run_id:
         tracking.get_run(p.resume_run_id)  # fails clearly when unknown
-    with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
-                      run_id=p.resume_run_id) as run_id:
+    with contextlib.ExitStack() as held:
         if p.resume_run_id:
-            resume_state = labeled_state_of_run(run_id, work)
-        else:
-            tracking.log_params(p.logged_params())
-        p.run_id = run_id
-        run_dir = work / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if ranking is not None:
-            p.ranking_file = str(run_dir / "ranking.parquet")
-            ranking.to_parquet(p.ranking_file)
-        if resume_state is not None:
-            p.state_file = str(resume_state)
-        if p.resume_run_id and p.sampler == AUTO:
-            auto_state = auto_state_of_run(run_id, work)
-            p.auto_state_file = str(auto_state) if auto_state else None
-        if p.oracle == "files":
-            p.labels_file = str(sync_label_store(run_id, work))
-            if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
-                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
-        elif p.protocol == "batches" and ranking_tags.get("ranking_model"):
-            try:  # only for pictures: without it, `picked` shows the ranking's scores alone
-                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
-            except (tracking.TrackingError, OSError) as e:
-                print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
-                      "the picked sheets show scores without detections", flush=True)
-        launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
-        if launch.needed:
-            worker_params = json.dumps(dataclasses.asdict(p))
-            if os.environ.get("ALOD_DEBUG") or p.nnodes > 1:
-                # Other nodes start their workers with exactly these (README: Scaling out).
-                print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
-            run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
-        else:
-            cycle_worker(p)
-        _describe(p, run_id)
-    waiting = tracking.waiting_cycle(run_id)
-    if waiting is not None:
-        tracking.set_status(run_id, "SCHEDULED")
-        print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
-              f"annotation/cycle_{waiting:03d}/ ({', '.join(annotation.EXPORT_FILES)}).\n"
-              f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
-              f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
+            # Before the run's status changes: a second command on a run that is being worked on is
+            # refused here, and never trains it twice.
+            held.enter_context(locks.run_lock(work, p.resume_run_id))
+            _remove_stale_temp_files(work, p.resume_run_id)
+            held.enter_context(_run_tempdir(work / "runs" / p.resume_run_id))
+        with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
+                          run_id=p.resume_run_id) as run_id:
+            if p.resume_run_id:
+                resume_state = labeled_state_of_run(run_id, work)
+            else:
+                held.enter_context(locks.run_lock(work, run_id))  # a new run: nobody else knows its id yet
+                held.enter_context(_run_tempdir(work / "runs" / run_id))
+                tracking.log_params(p.logged_params())
+            p.run_id = run_id
+            run_dir = work / "runs" / run_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if ranking is not None:
+                p.ranking_file = str(run_dir / "ranking.parquet")
+                ranking.to_parquet(p.ranking_file)
+            if resume_state is not None:
+                p.state_file = str(resume_state)
+            if p.resume_run_id and p.sampler == AUTO:
+                auto_state = auto_state_of_run(run_id, work)
+                p.auto_state_file = str(auto_state) if auto_state else None
+            if p.oracle == "files":
+                with locks.labels_lock(work, run_id):
+                    p.labels_file = str(sync_label_store(run_id, work))
+                if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
+                    ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                    p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+            elif p.protocol == "batches" and ranking_tags.get("ranking_model"):
+                try:  # only for pictures: without it, `picked` shows the ranking's scores alone
+                    ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                    p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+                except (tracking.TrackingError, OSError) as e:
+                    print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
+                          "the picked sheets show scores without detections", flush=True)
+            launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
+            if launch.needed:
+                worker_params = json.dumps(dataclasses.asdict(p))
+                if p.nnodes > 1:  # other nodes start their workers with exactly these (README: Scaling out)
+                    print_worker_command(PARAMS_ENV, worker_params, run_id, launch, "alod.steps.cycle")
+                elif os.environ.get("ALOD_DEBUG"):
+                    print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
+                run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
+            else:
+                cycle_worker(p)
+            _describe(p, run_id)
+        waiting = tracking.waiting_cycle(run_id)
+        if waiting is not None:
+            tracking.set_status(run_id, "SCHEDULED")
+            print(f"run {run_id} waits for the labels of cycle {waiting}: the batch is in its artifacts under "
+                  f"annotation/cycle_{waiting:03d}/ ({', '.join(annotation.EXPORT_FILES)}).\n"
+                  f"Import them with `alod import-labels {run_id} LABELS`, then continue with "
+                  f"`alod cycle --resume-run-id {run_id}` (the run's parameters are reused).", flush=True)
     return run_id
+
+
+@contextlib.contextmanager
+def _run_tempdir(run_dir: Path):
+    """Temporary files of this command (MLflow stages every logged image, figure and dict in one) go to
+    the run's `tmp/` folder, which the next resume empties: a `kill -9` leaves nothing in /tmp."""
+    import tempfile
+
+    tmp = run_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    before, env_before = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)  # TMPDIR: for the torchrun workers too
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = before
+        if env_before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = env_before
+
+
+def _remove_stale_temp_files(work: Path, run_id: str) -> None:
+    """What atomic writes a kill interrupted left in the run's folder, and what the killed command had
+    in its temporary folder (the run lock is held: no other command of this run is writing)."""
+    import shutil
+
+    with locks.labels_lock(work, run_id):
+        removed = locks.remove_stale_temp_files(work / "runs" / run_id)
+        tmp = work / "runs" / run_id / "tmp"
+        for entry in (tmp.iterdir() if tmp.is_dir() else []):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) of interrupted writes in {work / 'runs' / run_id}",
+              flush=True)
 
 
 def _describe(p: CycleParams, run_id: str) -> None:
@@ -385,10 +437,16 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                                       "epoch_seconds": stats["seconds"], "epoch_images": stats["images"]},
                                      step=epoch + 1)
 
+            def on_resumed_epoch(epoch: int, stats: dict) -> None:
+                # killed between the epoch's checkpoint and its log: log it now, once
+                if main and epoch + 1 not in tracking.metric_steps(child_id, "loss"):
+                    on_epoch_end(epoch, stats)
+
             if flops is None:  # the same architecture every cycle: count once per run
                 flops = flops_per_image(model, labeled, train.images) or 0.0
             fit(model, DetectionDataset(labeled, train.images, train=True), config,
-                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end, flops_per_image=flops or None)
+                checkpoint_path=ckpt, resume=True, on_epoch_end=on_epoch_end, flops_per_image=flops or None,
+                on_resumed_epoch=on_resumed_epoch)
             preds = predict_all(model, val.frames, val.images, device=device,
                                 batch_size=p.eval_batch_size, workers=p.workers)
             maybe_fail("evaluate", cycle)  # trained, predicted, not yet scored or logged

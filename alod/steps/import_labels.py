@@ -12,9 +12,9 @@ import hashlib
 import time
 from pathlib import Path
 
-from alod import annotation, tracking
+from alod import annotation, locks, tracking
 from alod.data.pool import LabeledState
-from alod.faults import maybe_fail
+from alod.faults import maybe_delay, maybe_fail
 from alod.fileio import write_json_atomic
 from alod.steps.cycle import label_store_path, labeled_state_of_run, sync_label_store
 
@@ -34,26 +34,30 @@ def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".a
             f"run {run_id} uses the {run.data.params.get('oracle', 'simulated')!r} oracle: it takes its labels "
             "from the ground truth; start the cycle with --oracle files to label by hand")
     work = Path(work_dir)
-    state_file = labeled_state_of_run(run_id, work)
-    if state_file is None:
-        raise ImportLabelsError(f"run {run_id} has selected no images yet: nothing to label")
-    requested = LabeledState.load(state_file).to_dict()
-    store = annotation.LabelStore.load(sync_label_store(run_id, work))
-    found = annotation.read_labels_file(labels, requested)
-    report = annotation.merge_labels(store, found.frames, requested, replace=replace, source=str(labels))
-    report.skipped_boxes, report.format, report.cancelled = found.skipped_boxes, found.format, found.cancelled
-    report.renamed = {**found.renamed, **report.renamed}
-    report.not_annotated = [n for n in found.not_annotated if n in requested and n not in store]
+    # One import at a time per run: a second one waits, then merges on top of the first (without the
+    # lock, the later write of labels.json dropped what the earlier import had just added).
+    with locks.labels_lock(work, run_id):
+        state_file = labeled_state_of_run(run_id, work)
+        if state_file is None:
+            raise ImportLabelsError(f"run {run_id} has selected no images yet: nothing to label")
+        requested = LabeledState.load(state_file).to_dict()
+        store = annotation.LabelStore.load(sync_label_store(run_id, work))
+        found = annotation.read_labels_file(labels, requested)
+        report = annotation.merge_labels(store, found.frames, requested, replace=replace, source=str(labels))
+        report.skipped_boxes, report.format, report.cancelled = found.skipped_boxes, found.format, found.cancelled
+        report.renamed = {**found.renamed, **report.renamed}
+        report.not_annotated = [n for n in found.not_annotated if n in requested and n not in store]
 
-    local = label_store_path(run_id, work)
-    store.save(local)
-    maybe_fail("import_after_local", "import")
-    tracking.log_artifact_to(run_id, local, "labels")
-    maybe_fail("import_after_upload", "import")
-    record = {"source": str(labels), "sha256": hashlib.sha256(Path(labels).read_bytes()).hexdigest()
-              if Path(labels).is_file() else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              **report.as_dict()}
-    stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
-    path = write_json_atomic(record, local.parent / "imports" / f"import_{stamp}.json", indent=1)
-    tracking.log_artifact_to(run_id, path, "labels/imports")
+        local = label_store_path(run_id, work)
+        maybe_delay("import_before_write")  # read and merged, not yet written
+        store.save(local)
+        maybe_fail("import_after_local", "import")
+        tracking.log_artifact_to(run_id, local, "labels")
+        maybe_fail("import_after_upload", "import")
+        record = {"source": str(labels), "sha256": hashlib.sha256(Path(labels).read_bytes()).hexdigest()
+                  if Path(labels).is_file() else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  **report.as_dict()}
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
+        path = write_json_atomic(record, local.parent / "imports" / f"import_{stamp}.json", indent=1)
+        tracking.log_artifact_to(run_id, path, "labels/imports")
     return report

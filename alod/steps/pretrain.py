@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
-from alod import pictures, plots, tracking
+from alod import locks, pictures, plots, tracking
 from alod.data.dataset import DetectionDataset
 from alod.engine import distributed
 from alod.engine.distributed import default_device
@@ -42,66 +43,72 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
             "alod.code_version": tracking.code_version()}
     if p.resume_run_id:
         tracking.get_run(p.resume_run_id)  # fails clearly when unknown
-    with tracking.run("pretrain", run_name=f"pretrain-{p.arch}-s{p.seed}", tags=tags,
-                      run_id=p.resume_run_id) as run_id:
-        tracking.log_params({**p.logged_params(), "train_images": len(frames)})
-        run_dir = Path(p.work_dir) / "runs" / run_id
-        ckpt = run_dir / "pretrained.pt"
-        if p.resume_run_id and not ckpt.is_file():
-            print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
-        torch.manual_seed(p.seed)
-        model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True).to(device)
-        config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                             workers=p.workers, device=str(device), clip_grad_norm=10.0,
-                             amp=device.type == "cuda")  # bf16 autocast on GPUs
-        last_eval: dict = {}
-        vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
+    with contextlib.ExitStack() as held:
+        lock = distributed.is_main_process()  # the process that logs holds the run
+        if p.resume_run_id and lock:  # refused here, before the run's status changes, when another process has it
+            held.enter_context(locks.run_lock(p.work_dir, p.resume_run_id))
+        with tracking.run("pretrain", run_name=f"pretrain-{p.arch}-s{p.seed}", tags=tags,
+                          run_id=p.resume_run_id) as run_id:
+            if not p.resume_run_id and lock:
+                held.enter_context(locks.run_lock(p.work_dir, run_id))
+            tracking.log_params({**p.logged_params(), "train_images": len(frames)})
+            run_dir = Path(p.work_dir) / "runs" / run_id
+            ckpt = run_dir / "pretrained.pt"
+            if p.resume_run_id and not ckpt.is_file():
+                print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
+            torch.manual_seed(p.seed)
+            model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True).to(device)
+            config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
+                                 workers=p.workers, device=str(device), clip_grad_norm=10.0,
+                                 amp=device.type == "cuda")  # bf16 autocast on GPUs
+            last_eval: dict = {}
+            vis = pictures.fixed_val_sample(val.frames, 6, seed=0)
 
-        def on_epoch_end(epoch: int, stats: dict) -> None:
-            metrics = {k: stats[k] for k in (*LOSS_KEYS, *THROUGHPUT_KEYS) if k in stats}
-            if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
-                preds = predict_all(model, val.frames, val.images, device=device,
-                                    batch_size=p.eval_batch_size, workers=p.workers)
-                result = evaluate(val.frames, preds)
-                last_eval["result"] = result
-                if distributed.is_main_process():
+            def on_epoch_end(epoch: int, stats: dict) -> None:
+                metrics = {k: stats[k] for k in (*LOSS_KEYS, *THROUGHPUT_KEYS) if k in stats}
+                if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
+                    preds = predict_all(model, val.frames, val.images, device=device,
+                                        batch_size=p.eval_batch_size, workers=p.workers)
+                    result = evaluate(val.frames, preds)
+                    last_eval["result"] = result
+                    if distributed.is_main_process():
+                        pictures_safely(lambda: tracking.log_image(pictures.cycle_pictures(
+                            None, vis, val.images, predictions=preds, title=f"epoch {epoch + 1}")["gt_vs_pred"],
+                            key="val_gt_vs_pred", step=epoch + 1))
+                    metrics.update({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95})
+                    model.train()
+                tracking.log_metrics(metrics, step=epoch + 1)
+
+            if distributed.is_main_process() and not p.resume_run_id:
+                # Step 0 of the image slider (where MLflow's image charts start): the starting weights.
+                with torch.random.fork_rng(devices=[]):
                     pictures_safely(lambda: tracking.log_image(pictures.cycle_pictures(
-                        None, vis, val.images, predictions=preds, title=f"epoch {epoch + 1}")["gt_vs_pred"],
-                        key="val_gt_vs_pred", step=epoch + 1))
-                metrics.update({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95})
-                model.train()
-            tracking.log_metrics(metrics, step=epoch + 1)
-
-        if distributed.is_main_process() and not p.resume_run_id:
-            # Step 0 of the image slider (where MLflow's image charts start): the starting weights.
-            with torch.random.fork_rng(devices=[]):
-                pictures_safely(lambda: tracking.log_image(pictures.cycle_pictures(
-                    model, vis, val.images, device=device)["gt_vs_pred"], key="val_gt_vs_pred", step=0))
-        if p.epochs == 0:  # the starting weights as they are (e.g. the source model ranks the target pool)
-            save_checkpoint(ckpt, model=model, epoch=0, config={"weights": p.weights})
-        else:
-            fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
-                resume=bool(p.resume_run_id), on_epoch_end=on_epoch_end,
-                flops_per_image=flops_per_image(model, frames, train.images))
-        if "result" not in last_eval:  # resumed after the last epoch: evaluate what the checkpoint holds
-            last_eval["result"] = evaluate(val.frames, predict_all(model, val.frames, val.images, device=device,
-                                                                   batch_size=p.eval_batch_size, workers=p.workers))
-        result = last_eval["result"]
-        if p.epochs == 0:
-            tracking.log_metrics({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95}, step=0)
-        tracking.log_metrics({f"{PER_CLASS_PREFIX}{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
-        tracking.log_artifact(ckpt, "checkpoints")
-        if distributed.is_main_process():
-            pictures_safely(lambda: tracking.log_figure(plots.ap_bars(result.ap50_per_class, mean=result.mAP50),
-                                                  "plots/ap50_per_class.png"))
-        print(result.as_table(), flush=True)
-        version = None
-        if p.register and distributed.is_main_process():
-            version = tracking.log_detector(ckpt, registered_name=tracking.PRETRAINED_MODEL, version_tags={
-                "arch": p.arch, "mAP50": f"{result.mAP50:.6f}", "seed": p.seed, "run_id": run_id,
-                "fraction": p.fraction})
-            tracking.set_alias(tracking.PRETRAINED_MODEL, tracking.CHAMPION, version.version)
-            tracking.set_tags({"alod.registered_version": version.version})
-            print(f"registered {tracking.PRETRAINED_MODEL} version {version.version} as @champion",
-                  flush=True)
+                        model, vis, val.images, device=device)["gt_vs_pred"], key="val_gt_vs_pred", step=0))
+            if p.epochs == 0:  # the starting weights as they are (e.g. the source model ranks the target pool)
+                save_checkpoint(ckpt, model=model, epoch=0, config={"weights": p.weights})
+            else:
+                fit(model, DetectionDataset(frames, train.images, train=True), config, checkpoint_path=ckpt,
+                    resume=bool(p.resume_run_id), on_epoch_end=on_epoch_end,
+                    flops_per_image=flops_per_image(model, frames, train.images))
+            if "result" not in last_eval:  # resumed after the last epoch: evaluate what the checkpoint holds
+                last_eval["result"] = evaluate(val.frames, predict_all(model, val.frames, val.images, device=device,
+                                                                       batch_size=p.eval_batch_size, workers=p.workers))
+            result = last_eval["result"]
+            if p.epochs == 0:
+                tracking.log_metrics({"mAP50": result.mAP50, "mAP50_95": result.mAP50_95}, step=0)
+            tracking.log_metrics({f"{PER_CLASS_PREFIX}{k}": v for k, v in result.ap50_per_class.items()}, step=p.epochs)
+            tracking.log_artifact(ckpt, "checkpoints")
+            if distributed.is_main_process():
+                pictures_safely(lambda: tracking.log_figure(plots.ap_bars(result.ap50_per_class, mean=result.mAP50),
+                                                      "plots/ap50_per_class.png"))
+            print(result.as_table(), flush=True)
+            version = None
+            if p.register and distributed.is_main_process():
+                version = tracking.log_detector(ckpt, registered_name=tracking.PRETRAINED_MODEL, version_tags={
+                    "arch": p.arch, "mAP50": f"{result.mAP50:.6f}", "seed": p.seed, "run_id": run_id,
+                    "fraction": p.fraction})
+                tracking.set_alias(tracking.PRETRAINED_MODEL, tracking.CHAMPION, version.version)
+                tracking.set_tags({"alod.registered_version": version.version})
+                print(f"registered {tracking.PRETRAINED_MODEL} version {version.version} as @champion",
+                      flush=True)
     return run_id, version

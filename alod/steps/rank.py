@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
     flops_per_image,
+    print_worker_command,
     load_split,
     pictures_safely,
     run_workers,
@@ -28,12 +28,11 @@ from alod.steps.common import (
 )
 
 PARAMS_ENV = "ALOD_RANK_PARAMS"
-RESULT_ENV = "ALOD_RANK_RESULT"
 
 
 def run_rank(p: RankParams) -> str:
     sampler = get_sampler(p.sampler)  # unknown sampler: fail before anything else
-    launch = Launch(nproc=p.nproc)
+    launch = Launch(nproc=p.nproc, nnodes=p.nnodes, rdzv_endpoint=p.rdzv_endpoint)
     if "LOCAL_RANK" not in os.environ:
         tracking.setup(p.experiment)
     if sampler.needs_predictions and p.checkpoint_file is None:
@@ -42,11 +41,17 @@ def run_rank(p: RankParams) -> str:
         p.model_tags = {"alod.model_name": version.name, "alod.model_version": str(version.version),
                         "alod.model_run": version.run_id}
     if launch.needed:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = Path(tmp) / "run_id"
-            run_workers(launch, "alod.steps.rank", {PARAMS_ENV: json.dumps(dataclasses.asdict(p)),
-                                                    RESULT_ENV: str(result)})
-            return result.read_text().strip()
+        # The launcher opens the run and the workers attach to it (ALOD_RUN_ID), wherever global rank 0
+        # lands: on another node too (README: Scaling out).
+        pool = load_split(p.data, "train")
+        with tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=_tags(p, pool)) as run_id:
+            tracking.log_params(p.logged_params())
+            launch.rdzv_id = run_id
+            worker_params = json.dumps(dataclasses.asdict(p))
+            if p.nnodes > 1:  # other nodes start their workers with exactly these
+                print_worker_command(PARAMS_ENV, worker_params, run_id, launch, "alod.steps.rank")
+            run_workers(launch, "alod.steps.rank", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
+        return run_id
     distributed.init_distributed()
     tracking.setup(p.experiment)
     pool = load_split(p.data, "train")
@@ -54,11 +59,14 @@ def run_rank(p: RankParams) -> str:
         print(f"note: {p.batches} batches x {p.batch_images} images exceed the pool of "
               f"{len(pool.frames)}; the last batches are short or empty", flush=True)
     model = detector_from_checkpoint(p.checkpoint_file) if p.checkpoint_file else None
-    tags = {"alod.sampler": p.sampler, "alod.seed": p.seed, "alod.dataset": pool.digest,
-            "alod.code_version": tracking.code_version()}
-    tags.update(p.model_tags or {})
-    with tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=tags) as run_id:
-        tracking.log_params(p.logged_params())
+    tags = _tags(p, pool)
+    launched = os.environ.get(tracking.RUN_ID_ENV)
+    opened = (tracking.attached(launched) if launched else
+              tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=tags))
+    with opened as run_id:
+        run_id = launched or run_id
+        if not launched:
+            tracking.log_params(p.logged_params())
         device = default_device()
         if model is not None:
             model.to(device)
@@ -92,9 +100,12 @@ def run_rank(p: RankParams) -> str:
                     score_threshold=p.score_threshold, what="ranked first")["picked"], key="ranking_top", step=0))
             print(f"ranked {len(names)} images with {p.sampler} in {seconds:.1f}s "
                   f"({distributed.world_size()} process(es)); run {run_id}", flush=True)
-            if os.environ.get(RESULT_ENV):
-                Path(os.environ[RESULT_ENV]).write_text(run_id)
     return run_id
+
+
+def _tags(p: RankParams, pool) -> dict:
+    return {"alod.sampler": p.sampler, "alod.seed": p.seed, "alod.dataset": pool.digest,
+            "alod.code_version": tracking.code_version(), **(p.model_tags or {})}
 
 
 if __name__ == "__main__":  # a torchrun worker
