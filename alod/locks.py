@@ -25,6 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from alod import run_folder
+from alod.run_folder import RunFolder
+
 
 # what alod.fileio (`.NAME.XXXX.tmp`) and alod.models.save_checkpoint (`.NAME.tmpPID`) write first
 _TEMP = re.compile(r"^\..+\.tmp\d*$")
@@ -73,11 +76,11 @@ def locked(path: str | os.PathLike, what: str, *, wait: float = 0.0) -> Iterator
 
 
 def run_lock(work: str | os.PathLike, run_id: str) -> "contextmanager":
-    return locked(Path(work) / "runs" / run_id / "run.lock", f"run {run_id}")
+    return locked(RunFolder(work, run_id) / run_folder.RUN_LOCK, f"run {run_id}")
 
 
 def labels_lock(work: str | os.PathLike, run_id: str, wait: float = 600.0) -> "contextmanager":
-    return locked(Path(work) / "runs" / run_id / "labels.lock", f"the label store of run {run_id}", wait=wait)
+    return locked(RunFolder(work, run_id) / run_folder.LABELS_LOCK, f"the label store of run {run_id}", wait=wait)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -216,7 +216,9 @@ def breakdown(split, preds, result) -> dict[str, float]:
 
 def _checkpoint(run_id: str, work: Path, local: str, child_tags: dict | None, artifact: str) -> Path:
     """A run's checkpoint: the local copy the step wrote, else its artifact."""
-    path = work / "runs" / run_id / local
+    from alod.run_folder import RunFolder
+
+    path = RunFolder(work, run_id) / local
     if path.is_file():
         return path
     source = tracking.child_run(run_id, child_tags) if child_tags else run_id

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alod import annotation, forecast, locks, pictures, tracking
+from alod import annotation, forecast, locks, pictures, run_folder, tracking
 from alod.active import protocol as protocols
 from alod.active.bandit import AUTO, Exp3, parse_arms
 from alod.active.samplers import SamplerContext, get_sampler, labeled_class_counts
@@ -44,6 +44,7 @@ from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
 from alod.faults import maybe_fail
 from alod.models import build_detector
 from alod.params import ORACLES, CycleParams
+from alod.run_folder import RunFolder
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
@@ -121,20 +122,20 @@ def run_cycles(p: CycleParams) -> str:
             # refused here, and never trains it twice.
             held.enter_context(locks.run_lock(work, p.resume_run_id))
             _remove_stale_temp_files(work, p.resume_run_id)
-            held.enter_context(_run_tempdir(work / "runs" / p.resume_run_id))
+            held.enter_context(_run_tempdir(RunFolder(work, p.resume_run_id).path))
         with tracking.run("cycle", run_name=f"{p.sampler}-{p.protocol}-s{p.seed}", tags=tags,
                           run_id=p.resume_run_id) as run_id:
             if p.resume_run_id:
                 resume_state = labeled_state_of_run(run_id, work)
             else:
                 held.enter_context(locks.run_lock(work, run_id))  # a new run: nobody else knows its id yet
-                held.enter_context(_run_tempdir(work / "runs" / run_id))
+                held.enter_context(_run_tempdir(RunFolder(work, run_id).path))
                 tracking.log_params(p.logged_params())
             p.run_id = run_id
-            run_dir = work / "runs" / run_id
-            run_dir.mkdir(parents=True, exist_ok=True)
+            folder = RunFolder(work, run_id)
+            folder.create()
             if ranking is not None:
-                p.ranking_file = str(run_dir / "ranking.parquet")
+                p.ranking_file = str(folder / run_folder.RANKING)
                 ranking.to_parquet(p.ranking_file)
             if resume_state is not None:
                 p.state_file = str(resume_state)
@@ -181,7 +182,7 @@ def _run_tempdir(run_dir: Path):
     the run's `tmp/` folder, which the next resume empties: a `kill -9` leaves nothing in /tmp."""
     import tempfile
 
-    tmp = run_dir / "tmp"
+    tmp = run_dir / run_folder.TMP
     tmp.mkdir(parents=True, exist_ok=True)
     before, env_before = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)  # TMPDIR: for the torchrun workers too
@@ -201,8 +202,9 @@ def _remove_stale_temp_files(work: Path, run_id: str) -> None:
     import shutil
 
     with locks.labels_lock(work, run_id):
-        removed = locks.remove_stale_temp_files(work / "runs" / run_id)
-        tmp = work / "runs" / run_id / "tmp"
+        folder = RunFolder(work, run_id)
+        removed = locks.remove_stale_temp_files(folder.path)
+        tmp = folder / run_folder.TMP
         for entry in (tmp.iterdir() if tmp.is_dir() else []):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -229,7 +231,7 @@ def _describe(p: CycleParams, run_id: str) -> None:
 
 
 def label_store_path(run_id: str, work: Path) -> Path:
-    return work / "runs" / run_id / "labels.json"
+    return RunFolder(work, run_id) / run_folder.LABELS
 
 
 def sync_label_store(run_id: str, work: Path) -> Path:
@@ -242,7 +244,7 @@ def sync_label_store(run_id: str, work: Path) -> Path:
     local = label_store_path(run_id, work)
     store = annotation.LabelStore()
     try:
-        remote = tracking.download_run_artifact(run_id, "labels/labels.json", work / "downloads" / run_id)
+        remote = tracking.download_run_artifact(run_id, run_folder.LABELS.artifact, RunFolder(work, run_id).downloads)
         store = annotation.LabelStore.load(remote)
     except tracking.TrackingError:
         pass  # nothing imported yet (or only locally)
@@ -251,7 +253,7 @@ def sync_label_store(run_id: str, work: Path) -> Path:
     store.frames.update(mine.frames)
     store.save(local)
     if unsent:
-        tracking.log_artifact_to(run_id, local, "labels")
+        tracking.log_artifact_to(run_id, local, RunFolder(work, run_id).artifact_dir(run_folder.LABELS))
     return local
 
 
@@ -310,24 +312,12 @@ def _check_budget(p: CycleParams, pool_size: int, ranking: pd.DataFrame | None) 
 
 def labeled_state_of_run(run_id: str, work: Path) -> Path | None:
     """The labeled state of an interrupted run: local copy first, else its artifact."""
-    local = work / "runs" / run_id / "labeled.json"
-    if local.is_file():
-        return local
-    try:
-        return tracking.download_run_artifact(run_id, "state/labeled.json", work / "downloads" / run_id)
-    except tracking.TrackingError:
-        return None
+    return RunFolder(work, run_id).local_or_artifact(run_folder.LABELED)
 
 
 def auto_state_of_run(run_id: str, work: Path) -> Path | None:
     """The bandit's recorded choices of an interrupted `auto` run: local copy first, else its artifact."""
-    local = work / "runs" / run_id / "auto.json"
-    if local.is_file():
-        return local
-    try:
-        return tracking.download_run_artifact(run_id, "state/auto.json", work / "downloads" / run_id)
-    except tracking.TrackingError:
-        return None
+    return RunFolder(work, run_id).local_or_artifact(run_folder.AUTO)
 
 
 # --- worker (every rank) -----------------------------------------------------
@@ -339,7 +329,7 @@ def cycle_worker(p: CycleParams) -> None:
     train = load_split(p.data, "train")
     val = load_split(p.data, "val")
     ranking = pd.read_parquet(p.ranking_file) if p.ranking_file else None
-    run_dir = Path(p.work_dir) / "runs" / str(p.run_id)
+    run_dir = RunFolder(p.work_dir, p.run_id).path
 
     with tracking.attached(p.run_id):
         _cycles(p, device, train, val, ranking, run_dir)
@@ -353,7 +343,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
     completed = max(distributed.all_gather_object(done)[0], default=0)
     # A restarted worker (torchrun --max-restarts) finds the state it wrote locally;
     # a resumed run on another machine gets it from the launcher (artifact).
-    local_state = run_dir / "labeled.json"
+    local_state = run_dir / run_folder.LABELED.local
     state_file = local_state if local_state.is_file() else p.state_file
     state = LabeledState.load(state_file) if state_file else LabeledState()
     # Keep labels bought in an unfinished cycle (the oracle was paid); drop nothing else.
@@ -392,10 +382,10 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state,
                                                        _scorer(p, scores, model, ranker), device, sampler))
         if main:
-            state.save(run_dir / "labeled.json")
-            state.save(run_dir / f"labeled_cycle_{cycle:03d}.json")
-            tracking.log_artifact(run_dir / "labeled.json", "state")
-            tracking.log_artifact(run_dir / f"labeled_cycle_{cycle:03d}.json", "state/cycles")
+            folder = RunFolder(p.work_dir, p.run_id)
+            for entry in (run_folder.LABELED, run_folder.cycle_state(cycle)):
+                state.save(folder / entry)
+                tracking.log_artifact(folder / entry, folder.artifact_dir(entry))
         maybe_fail("after_select", cycle)
 
         if store is not None:
@@ -425,7 +415,7 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                              workers=p.workers, device=str(device), clip_grad_norm=10.0,
                              amp=device.type == "cuda")  # bf16 autocast on GPUs
         # The checkpoint of an interrupted cycle resumes its training where it stopped.
-        ckpt = run_dir / f"cycle_{cycle:03d}.pt"
+        ckpt = run_dir / run_folder.cycle_checkpoint(cycle).local
         child_id = tracking.find_child_run(p.run_id, {"alod.cycle": cycle}) if main else None
 
         with tracking.run("cycle-epoch", run_name=f"{p.sampler}-s{p.seed}-cycle-{cycle}", nested=True, run_id=child_id,
@@ -533,7 +523,7 @@ def _request_labels(p: CycleParams, cycle: int, picked, missing: dict, model, tr
 
 def _load_bandit(p: CycleParams, run_dir: Path) -> Exp3:
     """`auto`'s bandit with the choices this run recorded (local copy first, else the launcher's download)."""
-    for path in (run_dir / "auto.json", p.auto_state_file):
+    for path in (run_dir / run_folder.AUTO.local, p.auto_state_file):
         if path and Path(path).is_file():
             return Exp3.load(path)
     return Exp3(parse_arms(p.auto_samplers), seed=p.seed)
@@ -551,8 +541,8 @@ def _cycle_sampler(p: CycleParams, cycle: int, bandit: Exp3 | None, curve: dict,
         known = cycle in bandit.choices
         choice = bandit.choose(cycle, curve)
         if not known:
-            bandit.save(run_dir / "auto.json")
-            tracking.log_artifact(run_dir / "auto.json", "state")
+            bandit.save(run_dir / run_folder.AUTO.local)
+            tracking.log_artifact(run_dir / run_folder.AUTO.local, RunFolder(p.work_dir, p.run_id).artifact_dir(run_folder.AUTO))
             tracking.set_tags({f"alod.auto.cycle_{cycle:03d}": choice.arm})
         print(bandit.explain(choice, curve) + (" [recorded before the interruption]" if known else ""), flush=True)
         arm = choice.arm
@@ -741,11 +731,11 @@ def _log_cycle_pictures(cycle: int, vis, val, preds, result, labeled, pool_count
 def _load_cycle_checkpoint(run_dir: Path, cycle: int, p: CycleParams):
     from alod.models import detector_from_checkpoint
 
-    path = run_dir / f"cycle_{cycle:03d}.pt"
+    folder, entry = RunFolder(p.work_dir, p.run_id), run_folder.cycle_checkpoint(cycle)
+    path = folder / entry
     if not path.is_file():  # another machine: fetch it from the cycle's child run
         child = tracking.child_run(p.run_id, {"alod.cycle": cycle})
-        path = tracking.download_run_artifact(child, f"checkpoints/cycle_{cycle:03d}.pt",
-                                              run_dir / "downloads")
+        path = tracking.download_run_artifact(child, entry.artifact, folder.downloads)
     return detector_from_checkpoint(path)
 
 

@@ -14,6 +14,7 @@ from alod.engine import distributed
 from alod.plots import learning_curves
 from alod.active.bandit import AUTO
 from alod.params import MainParams
+from alod.run_folder import RunFolder
 from alod.report import compare_table, curve_auc, forecast_table, markdown_table
 from alod.steps.cycle import CycleParams, run_cycles
 from alod.steps.pretrain import PretrainParams, run_pretrain
@@ -75,7 +76,7 @@ def run_main(p: MainParams) -> str:
                 cycle_runs.append(cycle_id)
         curves = tracking.cycle_curves(p.experiment)
         curves = curves[curves["run_id"].isin(cycle_runs)]
-        table, png = write_comparison(curves, Path(p.work_dir) / "runs" / main_id / "compare", log=True)
+        table, png = write_comparison(curves, RunFolder(p.work_dir, main_id) / "compare", log=True)
         if distributed.is_main_process():
             print("\nsamplers compared (mAP50 on val; AUC = mean mAP50 over the budget range):", flush=True)
             print(table.to_string(index=False), flush=True)

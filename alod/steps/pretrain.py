@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
-from alod import locks, pictures, plots, tracking
+from alod import locks, pictures, plots, run_folder, tracking
 from alod.data.dataset import DetectionDataset
 from alod.engine import distributed
 from alod.engine.distributed import default_device
@@ -16,6 +15,7 @@ from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
 from alod.models import build_detector, save_checkpoint
 from alod.params import PretrainParams
+from alod.run_folder import RunFolder
 from alod.starting_weights import model_weights, weights_choice
 from alod.steps.common import (
     LOSS_KEYS,
@@ -52,8 +52,8 @@ def run_pretrain(p: PretrainParams) -> tuple[str, object]:
             if not p.resume_run_id and lock:
                 held.enter_context(locks.run_lock(p.work_dir, run_id))
             tracking.log_params({**p.logged_params(), "train_images": len(frames)})
-            run_dir = Path(p.work_dir) / "runs" / run_id
-            ckpt = run_dir / "pretrained.pt"
+            run_dir = RunFolder(p.work_dir, run_id).path
+            ckpt = run_dir / run_folder.PRETRAINED.local
             if p.resume_run_id and not ckpt.is_file():
                 print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
             torch.manual_seed(p.seed)

@@ -16,6 +16,7 @@ from alod.engine.distributed import default_device
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import detector_from_checkpoint
 from alod.params import RankParams
+from alod.run_folder import RunFolder
 from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
@@ -79,7 +80,7 @@ def run_rank(p: RankParams) -> str:
         seconds = time.perf_counter() - started
         ranking = make_ranking(names, scores, batches=p.batches, batch_images=p.batch_images)
         if distributed.is_main_process():
-            out = Path(p.work_dir) / "runs" / run_id / "ranking"
+            out = RunFolder(p.work_dir, run_id) / "ranking"
             out.mkdir(parents=True, exist_ok=True)
             ranking.to_parquet(out / "ranking.parquet", index=False)
             tracking.log_artifact(out / "ranking.parquet", "ranking")
