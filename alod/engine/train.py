@@ -48,6 +48,7 @@ from alod.models import checkpoint_safe, load_checkpoint, load_state_strict, sav
 # The loss terms torchvision's Faster R-CNN returns. Training sums whatever dict a detector returns;
 # these names only stand in until the first step has shown the detector's own.
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+_SHORT = {"loss_classifier": "cls", "loss_box_reg": "box"}  # what the progress bar shows beside the total
 
 
 @dataclass
@@ -232,7 +233,8 @@ def train_one_epoch(
             if not math.isfinite(means[0]):
                 raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
             bar.set_postfix(
-                loss=f"{means[0]:.3f}", **{k.removeprefix("loss_")[:8]: f"{v:.3f}" for k, v in zip(keys, means[1:3])},
+                loss=f"{means[0]:.3f}", **{_SHORT.get(k, k.removeprefix("loss_")): f"{v:.3f}"
+                                           for k, v in zip(keys, means[1:]) if k in _SHORT},
                 img_s=f"{images_seen / (now - t0):.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
             )
         # Checked after the step, never inside it: the stop point is a clean state to checkpoint.
