@@ -21,21 +21,13 @@ TINY = ["--arch", "tiny", "--batch-size", "4", "--workers", "0", "--lr", "0.04"]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
+def root(tmp_path_factory, sqlite_tracking):
     from alod.data.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("concurrency")
     write_dataset(root / "data", train=32, val=8, seed=0)
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    import mlflow
-
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    yield root
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with sqlite_tracking(root):
+        yield root
 
 
 def _env(extra: dict | None = None) -> dict:

@@ -35,23 +35,16 @@ def test_evaluate_needs_one_model_source(data):
 
 
 @pytest.fixture(scope="module")
-def registered(data):
+def registered(data, sqlite_tracking):
     """The module's checkpoint registered as alod-detector@champion in a throwaway store."""
-    import os
-
     from alod import tracking
 
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data / 'mlflow.db'}"
-    tracking.setup("alod-evaluate-test")
-    with tracking.run("cycle"):
-        version = tracking.log_detector(data / "ckpt.pt", registered_name=tracking.DETECTOR_MODEL)
-    tracking.set_alias(tracking.DETECTOR_MODEL, tracking.CHAMPION, version.version)
-    yield "models:/alod-detector@champion"
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with sqlite_tracking(data):
+        tracking.setup("alod-evaluate-test")
+        with tracking.run("cycle"):
+            version = tracking.log_detector(data / "ckpt.pt", registered_name=tracking.DETECTOR_MODEL)
+        tracking.set_alias(tracking.DETECTOR_MODEL, tracking.CHAMPION, version.version)
+        yield "models:/alod-detector@champion"
 
 
 def test_predict_writes_what_evaluate_scores_as_alod_does(data, registered):

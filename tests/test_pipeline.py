@@ -24,22 +24,14 @@ TRAIN, VAL = 48, 16
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, sqlite_tracking):
     """A synthetic dataset and an empty SQLite tracking store for this module."""
     from alod.data.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("pipeline")
     write_dataset(root / "data", train=TRAIN, val=VAL, seed=0)
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    import mlflow
-
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    yield root
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    with sqlite_tracking(root):
+        yield root
 
 
 def mlflow_run(store: Path, entry: str, env_extra: dict | None = None, check: bool = True, **params):

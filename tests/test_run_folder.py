@@ -15,27 +15,26 @@ def test_layout_and_artifact_names(tmp_path) -> None:
     folder = RunFolder(tmp_path, "abc")
     assert folder.path == tmp_path / "runs" / "abc"
     assert folder / run_folder.LABELED == tmp_path / "runs" / "abc" / "labeled.json"
-    assert folder.artifact_dir(run_folder.LABELED) == "state"
+    assert run_folder.LABELED.artifact_dir == "state"
     assert run_folder.cycle_checkpoint(3).local == "cycle_003.pt"
-    assert folder.artifact_dir(run_folder.cycle_state(3)) == "state/cycles"
+    assert run_folder.cycle_state(3).artifact_dir == "state/cycles"
     assert folder.downloads == tmp_path / "downloads" / "abc"  # never inside the run folder
     with pytest.raises(ValueError, match="not uploaded"):
-        folder.artifact_dir(run_folder.RANKING)
+        run_folder.RANKING.artifact_dir
 
 
-def test_local_copy_first_else_the_artifact_else_none(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("run-folder")
-    with mlflow.start_run() as run:
-        folder = RunFolder(tmp_path / "work", run.info.run_id)
-        folder.create()
-        (folder / run_folder.LABELED).write_text(json.dumps({"a.jpg": 1}))
-        mlflow.log_artifact(str(folder / run_folder.LABELED), folder.artifact_dir(run_folder.LABELED))
-    assert folder.local_or_artifact(run_folder.LABELED) == folder / run_folder.LABELED
-    (folder / run_folder.LABELED).write_text(json.dumps({"a.jpg": 1, "b.jpg": 2}))  # newer local copy wins
-    assert json.loads(folder.local_or_artifact(run_folder.LABELED).read_text()) == {"a.jpg": 1, "b.jpg": 2}
-    (folder / run_folder.LABELED).unlink()  # another machine: only the artifact
-    fetched = folder.local_or_artifact(run_folder.LABELED)
-    assert fetched.is_relative_to(folder.downloads) and json.loads(fetched.read_text()) == {"a.jpg": 1}
-    assert folder.local_or_artifact(run_folder.AUTO) is None  # neither here nor uploaded
+def test_local_copy_first_else_the_artifact_else_none(tmp_path, sqlite_tracking) -> None:
+    with sqlite_tracking(tmp_path):
+        mlflow.set_experiment("run-folder")
+        with mlflow.start_run() as run:
+            folder = RunFolder(tmp_path / "work", run.info.run_id)
+            folder.create()
+            (folder / run_folder.LABELED).write_text(json.dumps({"a.jpg": 1}))
+            mlflow.log_artifact(str(folder / run_folder.LABELED), run_folder.LABELED.artifact_dir)
+        assert folder.local_or_artifact(run_folder.LABELED) == folder / run_folder.LABELED
+        (folder / run_folder.LABELED).write_text(json.dumps({"a.jpg": 1, "b.jpg": 2}))  # newer local copy wins
+        assert json.loads(folder.local_or_artifact(run_folder.LABELED).read_text()) == {"a.jpg": 1, "b.jpg": 2}
+        (folder / run_folder.LABELED).unlink()  # another machine: only the artifact
+        fetched = folder.local_or_artifact(run_folder.LABELED)
+        assert fetched.is_relative_to(folder.downloads) and json.loads(fetched.read_text()) == {"a.jpg": 1}
+        assert folder.local_or_artifact(run_folder.AUTO) is None  # neither here nor uploaded
