@@ -37,6 +37,8 @@ class ParamInfo:
     mlproject_type: str | None = None  # e.g. "path" (MLflow resolves it); default: from the Python type
     mlproject_default: Any = None  # what MLproject passes when the CLI has no default (`data`)
     shown_default: str | None = None  # how --help and the README show a default computed at run time
+    env_default: str | None = None  # an environment variable that gives the default when set
+    directory: bool = False  # the value names an existing-or-new folder, not a file
 
 
 def param(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, **info: Any) -> Any:
@@ -56,7 +58,8 @@ _WEIGHTS_HELP = ("local weight file (a state dict, torchvision `.pth` or alod ch
 # The parameters several steps take: (default, ParamInfo fields). A step may give its own help.
 SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
     "data": (None, dict(help="BDD100K-layout root: images/100k/{split}, labels/det_20/det_{split}.json "
-                             "(what `alod synth` writes)", resumable=True, mlproject_default="data/bdd100k")),
+                             "(what `alod synth` writes)", resumable=True, mlproject_default="data/bdd100k",
+                             directory=True)),
     "arch": ("fasterrcnn_resnet50_fpn", dict(help="detector: `fasterrcnn_resnet50_fpn`, "
                                                   "`fasterrcnn_resnet50_fpn_v2`, `fasterrcnn_mobilenet_v3_large_fpn`, "
                                                   "`fasterrcnn_mobilenet_v3_large_320_fpn`, `tiny` (CPU work); see "
@@ -104,7 +107,8 @@ SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
                                         "cycle either way")),
     "stop_min_gain": (0.01, dict(help="stopping rule threshold: forecast val mAP50 gain per 1000 further labeled "
                                       "images", minimum=0.0)),
-    "experiment": (DEFAULT_EXPERIMENT, dict(help="MLflow experiment to log to", option="--experiment-name", mlproject=False,
+    "experiment": (DEFAULT_EXPERIMENT, dict(help="MLflow experiment to log to", option="--experiment-name",
+                                            mlproject=False, env_default="MLFLOW_EXPERIMENT_NAME",
                                             shown_default="alod or $MLFLOW_EXPERIMENT_NAME", logged=False,
                                             resumable=True)),
     "work_dir": (".alod", dict(help="local folder for checkpoints and state, written before upload",
@@ -117,6 +121,11 @@ def shared(name: str, **changes: Any) -> Any:
     default, spec = SHARED[name]
     default = changes.pop("default", default)
     return param(default, **{**spec, **changes})
+
+
+def option_name(name: str, spec: ParamInfo) -> str:
+    """The command-line option of a parameter: --field-name unless declared otherwise."""
+    return spec.option or "--" + name.replace("_", "-")
 
 
 def step_fields(cls: type, *, user: bool | None = None) -> list[dataclasses.Field]:

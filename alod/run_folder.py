@@ -18,6 +18,13 @@ class Entry:
     local: str
     artifact: str | None = None
 
+    @property
+    def artifact_dir(self) -> str:
+        """The artifact folder this file is logged to (tracking.log_artifact's artifact_path)."""
+        if self.artifact is None:
+            raise ValueError(f"{self.local} is not uploaded")
+        return self.artifact.rpartition("/")[0]
+
 
 LABELED = Entry("labeled.json", "state/labeled.json")  # image -> cycle it was labeled in
 LABELS = Entry("labels.json", "labels/labels.json")  # files oracle: the labels people returned
@@ -62,12 +69,6 @@ class RunFolder:
     def create(self) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
-
-    def artifact_dir(self, entry: Entry) -> str:
-        """The artifact folder `entry` is logged to (tracking.log_artifact's artifact_path)."""
-        if entry.artifact is None:
-            raise ValueError(f"{entry.local} is not uploaded")
-        return entry.artifact.rpartition("/")[0]
 
     def local_or_artifact(self, entry: Entry, *, artifact_run: str | None = None) -> Path | None:
         """The local copy of `entry`, else its artifact downloaded from `artifact_run` (default: this

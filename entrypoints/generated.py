@@ -57,19 +57,26 @@ def _mlproject_type(f: dataclasses.Field, hint) -> str:
     return {int: "int", float: "float"}.get(kind, "string")
 
 
-def _mlproject_default(f: dataclasses.Field) -> str:
-    spec, value = params.info(f), params.default_of(f)
-    if spec.mlproject_default is not None:
-        value = spec.mlproject_default
-    if value is None:
-        return '""'
+def _default(f: dataclasses.Field):
+    """What MLproject passes, and the README shows, when the parameter is left out."""
+    spec = params.info(f)
+    return spec.mlproject_default if spec.mlproject_default is not None else params.default_of(f)
+
+
+def _text(value) -> str | None:
+    """A default as text on a command line: true/false, comma-separated lists; None stays None."""
     if isinstance(value, bool):
-        return f'"{str(value).lower()}"'
+        return str(value).lower()
     if isinstance(value, tuple):
-        return '"' + ",".join(map(str, value)) + '"'
-    if isinstance(value, str):
-        return '"' + value + '"'
-    return str(value)
+        return ",".join(map(str, value))
+    return None if value is None else str(value)
+
+
+def _mlproject_default(f: dataclasses.Field) -> str:
+    value = _default(f)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return f'"{_text(value) or ""}"'  # strings, booleans and lists quoted; no default: ""
 
 
 def _wrap(words: list[str], indent: str, width: int = 110) -> str:
@@ -97,26 +104,16 @@ def mlproject_text() -> str:
                 words.append("{" + f.name + "}")
             else:
                 out.append(f"      {f.name}: {{type: {kind}, default: {_mlproject_default(f)}}}\n")
-                words.append((params.info(f).option or "--" + f.name.replace("_", "-")) + " {" + f.name + "}")
+                words.append(params.option_name(f.name, spec) + " {" + f.name + "}")
         out.append("    command: >-\n" + _wrap(words, "      ") + "\n\n")
     return "".join(out).rstrip() + "\n"
 
 
 def _readme_default(f: dataclasses.Field) -> str:
-    spec, value = params.info(f), params.default_of(f)
-    if spec.mlproject_default is not None:
-        value = spec.mlproject_default
-    if spec.shown_default:
-        return f"({spec.shown_default})"
-    if value is None:
-        return "(none)"
-    if value == "":
-        return '""'
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
+    if params.info(f).shown_default:
+        return f"({params.info(f).shown_default})"
+    text = _text(_default(f))
+    return "(none)" if text is None else '""' if text == "" else text
 
 
 def readme_table(cls: type) -> str:

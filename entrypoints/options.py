@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-import typing
 from pathlib import Path
 from typing import Callable
 
@@ -35,60 +33,51 @@ def csv_list(cast):
     return convert
 
 
-def option_name(f: dataclasses.Field) -> str:
-    return params.info(f).option or "--" + f.name.replace("_", "-")
-
-
 def _help(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def make_option(f: dataclasses.Field, hint) -> Callable:
-    """The click option (or argument) of one declared parameter: type, default and help from the field."""
-    spec, kind, default = params.info(f), params.base_type(hint), params.default_of(f)
+def make_option(name: str, hint, default, spec: params.ParamInfo) -> Callable:
+    """The click option (or argument) of one declared parameter: type, default and help from its declaration."""
+    kind = params.base_type(hint)
     if spec.argument:
-        return click.argument(f.name, type=click.Path(exists=True, path_type=Path) if spec.mlproject_type == "path"
+        return click.argument(name, type=click.Path(exists=True, path_type=Path) if spec.mlproject_type == "path"
                               else kind)
-    kwargs: dict = {"help": _help(spec.help), "show_default": spec.shown_default or True}
+    kwargs: dict = {"help": _help(spec.help), "show_default": spec.shown_default or True, "default": default}
     if isinstance(kind, tuple):  # tuple[int, ...]: a comma-separated list
         kwargs.update(default=",".join(map(str, default)), callback=csv_list(kind[0]))
     elif spec.choices:
-        kwargs.update(type=click.Choice(list(spec.choices)), default=default)
+        kwargs["type"] = click.Choice(list(spec.choices))
     elif kind is bool:
-        kwargs.update(type=click.BOOL, default=default)
+        kwargs["type"] = click.BOOL
     elif kind in (int, float):
-        kwargs.update(type=click.IntRange(min=spec.minimum) if kind is int and spec.minimum is not None
-                      else click.FloatRange(min=spec.minimum) if spec.minimum is not None else kind,
-                      default=default)
-    else:
-        kwargs.update(default=default)
-        if default is None:
-            kwargs["callback"] = none_if_empty
-            kwargs["show_default"] = spec.shown_default or False
-    if f.name == "experiment":  # MLflow's own variable picks the experiment when the option is left out
-        kwargs["default"] = lambda: os.environ.get("MLFLOW_EXPERIMENT_NAME", default)
-    if f.name == "data":
+        kwargs["type"] = (kind if spec.minimum is None else
+                          click.IntRange(min=spec.minimum) if kind is int else click.FloatRange(min=spec.minimum))
+    elif spec.directory:
         kwargs["type"] = click.Path(file_okay=False)
-    return click.option(option_name(f), f.name, **kwargs)
+    if default is None and not isinstance(kind, tuple):
+        kwargs.update(callback=none_if_empty, show_default=spec.shown_default or False)
+    if spec.env_default:  # e.g. MLflow's own variable picks the experiment when the option is left out
+        kwargs["default"] = lambda: os.environ.get(spec.env_default, default)
+    return click.option(params.option_name(name, spec), name, **kwargs)
 
 
-def options_for(params_cls: type, *, only: tuple[str, ...] = ()) -> Callable:
+def options_for(params_cls: type) -> Callable:
     """Decorate a click command with an option per parameter of `params_cls` a person sets (in field order)."""
     hints = params.type_hints(params_cls)
-    fields = [f for f in params.step_fields(params_cls, user=True) if not only or f.name in only]
+    fields = params.step_fields(params_cls, user=True)
 
     def decorate(command: Callable) -> Callable:
         for f in reversed(fields):
-            command = make_option(f, hints[f.name])(command)
+            command = make_option(f.name, hints[f.name], params.default_of(f), params.info(f))(command)
         return command
     return decorate
 
 
 def shared_option(name: str) -> Callable:
     """The option of a parameter declared in alod.params.SHARED, for commands that are not steps."""
-    holder = dataclasses.make_dataclass("Shared", [(name, typing.Any, params.shared(name))])
-    (f,) = dataclasses.fields(holder)
-    return make_option(f, str | None if params.default_of(f) is None else type(params.default_of(f)))
+    default, spec = params.SHARED[name]
+    return make_option(name, str | None if default is None else type(default), default, params.ParamInfo(**spec))
 
 
 data_option = shared_option("data")

@@ -253,7 +253,7 @@ def sync_label_store(run_id: str, work: Path) -> Path:
     store.frames.update(mine.frames)
     store.save(local)
     if unsent:
-        tracking.log_artifact_to(run_id, local, RunFolder(work, run_id).artifact_dir(run_folder.LABELS))
+        tracking.log_artifact_to(run_id, local, run_folder.LABELS.artifact_dir)
     return local
 
 
@@ -382,10 +382,9 @@ def _cycles(p: CycleParams, device, train, val, ranking, run_dir: Path) -> None:
                 pictures_safely(lambda: _log_selection(p, cycle, picked, scores, train, state,
                                                        _scorer(p, scores, model, ranker), device, sampler))
         if main:
-            folder = RunFolder(p.work_dir, p.run_id)
             for entry in (run_folder.LABELED, run_folder.cycle_state(cycle)):
-                state.save(folder / entry)
-                tracking.log_artifact(folder / entry, folder.artifact_dir(entry))
+                state.save(run_dir / entry.local)
+                tracking.log_artifact(run_dir / entry.local, entry.artifact_dir)
         maybe_fail("after_select", cycle)
 
         if store is not None:
@@ -542,7 +541,7 @@ def _cycle_sampler(p: CycleParams, cycle: int, bandit: Exp3 | None, curve: dict,
         choice = bandit.choose(cycle, curve)
         if not known:
             bandit.save(run_dir / run_folder.AUTO.local)
-            tracking.log_artifact(run_dir / run_folder.AUTO.local, RunFolder(p.work_dir, p.run_id).artifact_dir(run_folder.AUTO))
+            tracking.log_artifact(run_dir / run_folder.AUTO.local, run_folder.AUTO.artifact_dir)
             tracking.set_tags({f"alod.auto.cycle_{cycle:03d}": choice.arm})
         print(bandit.explain(choice, curve) + (" [recorded before the interruption]" if known else ""), flush=True)
         arm = choice.arm
