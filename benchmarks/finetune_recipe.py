@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help="starting weights (default: the shipped tiny ones)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--full-pool-curve", action="store_true",
+                        help="also score val after every epoch of the full-pool run (its learning curve; "
+                             "mid-schedule points are under a learning rate not yet decayed, so they are "
+                             "lower bounds on a run of that length)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
                  "image_iterations": 0, "seconds": 0.0})
     print(f"zero labels: val mAP50 {zero:.4f}", flush=True)
 
-    def run(recipe_text: str, frames, seed: int, budget: int) -> None:
+    def run(recipe_text: str, frames, seed: int, budget: int, curve: bool = False) -> None:
         r = parse_recipe(recipe_text)
         torch.manual_seed(seed)
         model = build_detector("tiny", weights=weights, finetune=True)
@@ -103,7 +107,18 @@ def main(argv=None) -> int:
         config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=r["lr"], seed=seed, workers=0,
                              device="cpu", clip_grad_norm=10.0, warmup_iters=r["warmup"])
         t0 = time.perf_counter()
-        stats = fit(model, DetectionDataset(frames, train.images, train=True), config, progress=False)
+        steps_per_epoch = -(-len(frames) // args.batch_size)
+
+        def score_epoch(epoch: int, _stats: dict) -> None:
+            if epoch + 1 < epochs:
+                score = val_map(model)
+                rows.append({"recipe": f"{recipe_text} (after {(epoch + 1) * steps_per_epoch} steps)",
+                             "budget": budget, "seed": seed, "val_mAP50": score,
+                             "image_iterations": (epoch + 1) * len(frames), "seconds": None})
+                print(f"  epoch {epoch + 1}/{epochs}: val mAP50 {score:.4f}", flush=True)
+
+        stats = fit(model, DetectionDataset(frames, train.images, train=True), config, progress=False,
+                    on_epoch_end=score_epoch if curve else None)
         seconds = time.perf_counter() - t0
         score = val_map(model)
         rows.append({"recipe": recipe_text, "budget": budget, "seed": seed, "val_mAP50": score,
@@ -119,7 +134,7 @@ def main(argv=None) -> int:
             for recipe in [r for r in args.recipes.split(";") if r.strip()]:
                 run(recipe.strip(), frames, seed, budget)
     if args.full_pool:
-        run(args.full_pool, train.frames, seeds[0], len(train.frames))
+        run(args.full_pool, train.frames, seeds[0], len(train.frames), curve=args.full_pool_curve)
 
     table = pd.DataFrame(rows)
     summary = (table.groupby(["recipe", "budget"], sort=False)

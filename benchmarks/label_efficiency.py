@@ -184,10 +184,24 @@ def _stamp(started: float) -> str:
     return f"[{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}]"
 
 
-def _reuse_or_run(args, step: str, params: dict, run) -> tuple[str, bool]:
-    from alod.steps.main import reuse_or_run  # the chaining `main` uses: same parameters and code, same run
+def step_settings(args, data: Path, work: Path):
+    """The benchmark's settings as `main`'s parameters: each step takes its fields from them by name
+    (`subset_for`), as under `alod run`, and runs through `main`'s chaining (`run_step`: reused when a
+    finished run has the same parameters and code)."""
+    from alod.params import MainParams
 
-    return reuse_or_run(args.experiment, step, params, run, fresh=args.fresh)
+    return MainParams(data=str(data), samplers=tuple(args.samplers), seeds=tuple(args.seeds), arch=args.arch,
+                      fraction=args.pretrain_fraction, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
+                      min_iterations=args.min_iterations, batch_size=args.batch_size, lr=args.lr,
+                      cycles=args.cycles, per_cycle=args.per_cycle, batches=args.cycles,
+                      batch_images=args.train // args.cycles, weights=args.weights, workers=args.workers,
+                      auto_samplers=args.auto_samplers, experiment=args.experiment, work_dir=str(work))
+
+
+def _run_step(args, step: str, params) -> tuple[str, bool]:
+    from alod.steps.main import run_step
+
+    return run_step(step, params, fresh=args.fresh)
 
 
 def _evaluate_checkpoint(path: Path, split, args):
@@ -214,15 +228,16 @@ def breakdown(split, preds, result) -> dict[str, float]:
     return out
 
 
-def _checkpoint(run_id: str, work: Path, local: str, child_tags: dict | None, artifact: str) -> Path:
-    """A run's checkpoint: the local copy the step wrote, else its artifact."""
+def _checkpoint(run_id: str, work: Path, entry, artifact_run: str | None = None) -> Path:
+    """A run's checkpoint by the run folder's rule: the local copy the step wrote, else its artifact
+    (on `artifact_run`: a cycle's checkpoint lives on the cycle's child run)."""
     from alod.run_folder import RunFolder
 
-    path = RunFolder(work, run_id) / local
-    if path.is_file():
-        return path
-    source = tracking.child_run(run_id, child_tags) if child_tags else run_id
-    return tracking.download_run_artifact(source, artifact, work / "downloads" / run_id)
+    path = RunFolder(work, run_id).local_or_artifact(entry, artifact_run=artifact_run)
+    if path is None:
+        raise SystemExit(f"run {run_id}: no {entry.local} in {RunFolder(work, run_id).path} and no artifact "
+                         f"{entry.artifact}" + (f" on run {artifact_run}" if artifact_run else ""))
+    return path
 
 
 def log_test_metrics(run_id: str, step_name: str, results: dict[int, object], tags: dict | None = None,
@@ -248,9 +263,11 @@ def test_curve(run_id: str, args, test, work: Path) -> dict[int, float]:
     done = tracking.metric_steps(run_id, "test_mAP50")
     todo = [c for c in range(1, args.cycles + 1) if c not in done]
     results, extra = {}, None
+    from alod import run_folder
+
     for cycle in todo:
-        name = f"cycle_{cycle:03d}.pt"
-        ckpt = _checkpoint(run_id, work, name, {"alod.cycle": cycle}, f"checkpoints/{name}")
+        ckpt = _checkpoint(run_id, work, run_folder.cycle_checkpoint(cycle),
+                           tracking.child_run(run_id, {"alod.cycle": cycle}))
         results[cycle], preds = _evaluate_checkpoint(ckpt, test, args)
         if cycle == args.cycles:
             extra = breakdown(test, preds, results[cycle])
@@ -261,20 +278,20 @@ def test_curve(run_id: str, args, test, work: Path) -> dict[int, float]:
 
 def reference_run(args, seed: int, epochs: int, data: Path, work: Path, test, role: str) -> dict:
     """A `pretrain` run on the whole pool (`epochs` > 0) or the starting weights as they are (0), on test."""
-    from alod.steps.pretrain import PretrainParams, run_pretrain
+    from alod import run_folder
+    from alod.params import PretrainParams
 
-    p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=1.0, epochs=epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=seed, workers=args.workers,
-                       eval_batch_size=args.eval_batch_size, eval_every=max(1, epochs), register=False,
-                       experiment=args.experiment, work_dir=str(work))
+    p = step_settings(args, data, work).subset_for(
+        PretrainParams, fraction=1.0, epochs=epochs, seed=seed, eval_batch_size=args.eval_batch_size,
+        eval_every=max(1, epochs), register=False)
     started = time.perf_counter()
-    run_id, reused = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
+    run_id, reused = _run_step(args, "pretrain", p)
     seconds = time.perf_counter() - started
     val = tracking.metric_steps(run_id, "mAP50").get(epochs, float("nan"))
     test_map = tracking.metric_steps(run_id, "test_mAP50").get(epochs)
     if test_map is None:
         result, preds = _evaluate_checkpoint(
-            _checkpoint(run_id, work, "pretrained.pt", None, "checkpoints/pretrained.pt"), test, args)
+            _checkpoint(run_id, work, run_folder.PRETRAINED), test, args)
         log_test_metrics(run_id, "pretrain", {epochs: result},
                          tags={"alod.benchmark": "label_efficiency", "alod.role": role},
                          extra=breakdown(test, preds, result))
@@ -298,37 +315,30 @@ def tune_epochs(args, data: Path, work: Path, test, started: float) -> int:
 
 
 def batches_ranking(args, sampler: str, seed: int, data: Path, work: Path, pretrained: dict) -> str:
-    from alod.steps.pretrain import PretrainParams, run_pretrain
-    from alod.steps.rank import RankParams, run_rank
+    """The study's ranking for `batches`: the seed's pretrain model, from the registry, ranks the pool."""
+    from alod.params import PretrainParams, RankParams
+    from alod.steps.main import pretrained_model_uri
 
+    settings = step_settings(args, data, work)
     if seed not in pretrained:
-        p = PretrainParams(data=str(data), arch=args.arch, weights=args.weights, fraction=args.pretrain_fraction,
-                           epochs=args.pretrain_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                           workers=args.workers, eval_batch_size=args.eval_batch_size,
-                           eval_every=max(1, args.pretrain_epochs), register=True, experiment=args.experiment,
-                           work_dir=str(work))
-        pre_id, _ = _reuse_or_run(args, "pretrain", p.logged_params(), lambda: run_pretrain(p)[0])
-        pretrained[seed] = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
-    r = RankParams(data=str(data), model_uri=f"models:/{tracking.PRETRAINED_MODEL}/{pretrained[seed]}",
-                   sampler=sampler, batches=args.cycles, batch_images=args.train // args.cycles, seed=seed,
-                   eval_batch_size=args.eval_batch_size, workers=args.workers, experiment=args.experiment,
-                   work_dir=str(work))
-    rank_id, _ = _reuse_or_run(args, "rank", r.logged_params(), lambda: run_rank(r))
-    return rank_id
+        p = settings.subset_for(PretrainParams, epochs=args.pretrain_epochs, seed=seed,
+                                eval_batch_size=args.eval_batch_size, eval_every=max(1, args.pretrain_epochs),
+                                register=True)
+        pretrained[seed] = pretrained_model_uri(_run_step(args, "pretrain", p)[0])
+    r = settings.subset_for(RankParams, model_uri=pretrained[seed], sampler=sampler, seed=seed,
+                            eval_batch_size=args.eval_batch_size)
+    return _run_step(args, "rank", r)[0]
 
 
 def cycle_run(args, sampler: str, seed: int, protocol: str, data: Path, work: Path, ranking: str | None,
               reset: bool = True) -> tuple[str, bool]:
-    from alod.steps.cycle import CycleParams, run_cycles
+    from alod.params import CycleParams
 
-    p = CycleParams(data=str(data), ranking=ranking, sampler=sampler, protocol=protocol, cycles=args.cycles,
-                    per_cycle=args.per_cycle, epochs=args.epochs,
-                    min_iterations=args.min_iterations if reset else args.warm_start_iterations, arch=args.arch,
-                    batch_size=args.batch_size, lr=args.lr, seed=seed, reset=reset, weights=args.weights,
-                    workers=args.workers, eval_batch_size=args.eval_batch_size, register=False,
-                    experiment=args.experiment, work_dir=str(work), auto_samplers=args.auto_samplers,
-                    extra_tags={"alod.benchmark": "label_efficiency"})
-    return _reuse_or_run(args, "cycle", p.logged_params(), lambda: run_cycles(p))
+    p = step_settings(args, data, work).subset_for(
+        CycleParams, ranking=ranking, sampler=sampler, protocol=protocol, seed=seed, reset=reset,
+        min_iterations=args.min_iterations if reset else args.warm_start_iterations,
+        eval_batch_size=args.eval_batch_size, register=False, extra_tags={"alod.benchmark": "label_efficiency"})
+    return _run_step(args, "cycle", p)
 
 
 # --------------------------------------------------------------------------- report

@@ -32,8 +32,25 @@ def reuse_or_run(experiment: str, step: str, params: dict, run, *, fresh: bool =
     return run(), False
 
 
-def _reuse_or_run(experiment: str, step: str, params: dict, run) -> str:
-    return reuse_or_run(experiment, step, params, run)[0]
+# Each step's runner, returning its run id: what `main` and the label-efficiency benchmark chain.
+STEP_RUNNERS = {
+    "pretrain": lambda p: run_pretrain(p)[0],
+    "rank": run_rank,
+    "cycle": run_cycles,
+}
+
+
+def run_step(step: str, params, *, fresh: bool = False) -> tuple[str, bool]:
+    """(run id, reused) of `step` with these parameters: a finished run with the same logged parameters
+    and code is reused, else the step runs as its own top-level run (beside any open one)."""
+    return reuse_or_run(params.experiment, step, params.logged_params(),
+                        lambda: _detached(STEP_RUNNERS[step], params), fresh=fresh)
+
+
+def pretrained_model_uri(pretrain_run_id: str) -> str:
+    """The registry URI of the model a pretrain run registered (what `rank` loads)."""
+    version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pretrain_run_id)
+    return f"models:/{tracking.PRETRAINED_MODEL}/{version}"
 
 
 def run_main(p: MainParams) -> str:
@@ -59,20 +76,16 @@ def run_main(p: MainParams) -> str:
 
         for seed in p.seeds:
             pre = p.subset_for(PretrainParams, epochs=p.pretrain_epochs, seed=seed)
-            pre_id = linked("pretrain", _reuse_or_run(p.experiment, "pretrain", pre.logged_params(),
-                                                      lambda: _detached(run_pretrain, pre)[0]), f"seed {seed}")
+            pre_id = linked("pretrain", run_step("pretrain", pre)[0], f"seed {seed}")
             pretrain_runs.append(pre_id)
-            version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pre_id)
-            model_uri = f"models:/{tracking.PRETRAINED_MODEL}/{version}"
+            model_uri = pretrained_model_uri(pre_id)
             for sampler in p.samplers:
                 # `auto` (pool only) picks cycle 1 at random and scores with its arms later: rank as random does
                 rank = p.subset_for(RankParams, model_uri=model_uri, sampler="random" if sampler == AUTO else sampler,
                                     seed=seed)
-                rank_id = linked("rank", _reuse_or_run(p.experiment, "rank", rank.logged_params(),
-                                                       lambda: _detached(run_rank, rank)), f"{sampler}, seed {seed}")
+                rank_id = linked("rank", run_step("rank", rank)[0], f"{sampler}, seed {seed}")
                 cyc = p.subset_for(CycleParams, ranking=rank_id, sampler=sampler, seed=seed)
-                cycle_id = linked("cycle", _reuse_or_run(p.experiment, "cycle", cyc.logged_params(),
-                                                         lambda: _detached(run_cycles, cyc)), f"{sampler}, seed {seed}")
+                cycle_id = linked("cycle", run_step("cycle", cyc)[0], f"{sampler}, seed {seed}")
                 cycle_runs.append(cycle_id)
         curves = tracking.cycle_curves(p.experiment)
         curves = curves[curves["run_id"].isin(cycle_runs)]
