@@ -61,4 +61,4 @@ clean:
 TEAM_ARGS ?= --auth --user alice
 .PHONY: team-server
 team-server: setup
-	$(PY) -m alod.teamstack $(TEAM_ARGS)
+	$(PY) -m tools.teamstack $(TEAM_ARGS)

@@ -4,6 +4,12 @@
 labels of the images that were annotated, plus the images the file lists but
 nobody annotated: those stay missing, they never become "nothing there".
 
+Each format is a registered `Reader` (a name, a `sniff` of a parsed JSON
+`Document` or of a zip's `Archive`, a `parse`): `read_export` hands the file,
+or the zip, to the first reader whose sniff says yes; another format is one
+`register(Reader(...))` line at the bottom of this module. The formats alod
+recognises only to refuse them by name are rows of the `_*_LOOKALIKES` tables.
+
 - **Label Studio JSON** (tasks with `annotations`): the image is the task's
   `data.name` (alod puts it there when it exports tasks); boxes are the
   `rectanglelabels` results, percentages times `original_width` /
@@ -36,16 +42,17 @@ A zip is read in memory, never extracted.
 from __future__ import annotations
 
 import json
-import math
 import re
 import zipfile
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from alod.data.bdd100k import load_document, load_labels
+from alod.data.coco import is_coco_document
 from alod.data.frames import Frame, LabelError, LoadReport, Problem
+from alod.data.label_parser import is_number
 
 LABEL_STUDIO_JSON = "Label Studio JSON"
 LABEL_STUDIO_JSON_MIN = "Label Studio JSON-MIN"
@@ -61,7 +68,6 @@ _TOOL_PREFIX = re.compile(r"^[0-9a-f]{8}__")
 _CVAT_COCO_MEMBER = re.compile(r"^(?:.*/)?annotations/instances_[^/]+\.json$")
 _JSON_MIN_KEYS = frozenset({"annotation_id", "annotator", "lead_time"})
 _LS_TASK_KEYS = frozenset({"annotations", "predictions", "completions", "drafts"})
-_SUPPORTED = ("Label Studio: JSON, JSON-MIN or COCO; CVAT: COCO 1.0; or BDD100K / Scalabel JSON")
 
 
 @dataclass
@@ -129,32 +135,142 @@ def match_selected(name: str, selected: Iterable[str]) -> str | None:
     return SelectedNames(selected).match(name)
 
 
+# --- what a reader is handed ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed JSON document and where it came from (for sniffing and for messages)."""
+
+    data: Any
+    where: str  # the file, or <zip>!<member>
+    member: str | None = None  # its path inside the zip it was read from
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An open zip's member names; a member is read only when asked for, in memory."""
+
+    file: str
+    names: list[str]
+    zf: zipfile.ZipFile
+
+    def document(self, member: str) -> Document:
+        data, where = _zip_json(self.zf, self.file, member)
+        return Document(data, where, member)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One label format: `sniff` says whether a document or a zip looks like it, `parse` reads it."""
+
+    name: str  # ToolExport.format; how the errors list what alod reads
+    sniff: Callable[[Document | Archive], bool]
+    parse: Callable[[Document | Archive, SelectedNames], ToolExport]  # only called after sniff said yes
+    zip_layout: str | None = None  # what this format's zip holds, for the error about a zip nobody reads
+
+
+# Sniffed in order, the first reader that says yes parses: specific formats before the general ones
+# (Label Studio's and CVAT's COCO before plain COCO). Filled by `register` below the readers.
+READERS: list[Reader] = []
+
+
+def register(reader: Reader) -> Reader:
+    """Add a format; `read_export` sniffs it after the ones registered before it."""
+    if any(r.name == reader.name for r in READERS):
+        raise ValueError(f"a label format named {reader.name!r} is registered already")
+    READERS.append(reader)
+    return reader
+
+
+def supported_formats() -> str:
+    """The registered formats, in words: what an error tells the user to export."""
+    names = [r.name for r in READERS]
+    if len(names) < 2:
+        return "".join(names) or "nothing"
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _sniff(source: Document | Archive) -> Reader | None:
+    return next((r for r in READERS if r.sniff(source)), None)
+
+
+# Formats alod does not read, recognised to refuse them by name: (what it looks like, test); first match wins.
+# Text files are tested on (their first 4 KiB, first line), zips on (member paths, member file names), lower-cased.
+_TEXT_LOOKALIKES: list[tuple[str, Callable[[str, str], bool]]] = [
+    ("CVAT's XML format (CVAT for images / video)",
+     lambda head, first: head.startswith("<") and "<annotations" in head),
+    ("a Pascal VOC XML file", lambda head, first: head.startswith("<") and "<annotation" in head),
+    ("a Label Studio labeling config, not labels", lambda head, first: head.startswith("<") and "<View" in head),
+    ("an XML file", lambda head, first: head.startswith("<")),
+    ("a Label Studio CSV / TSV export", lambda head, first: ("annotation_id" in first or "annotator" in first)
+     and ("," in first or "\t" in first)),
+    ("a YOLO label file",
+     lambda head, first: re.match(r"^\d+ [-\d.]+ [-\d.]+ [-\d.]+ [-\d.]+\s*$", first) is not None),
+]
+_ZIP_LOOKALIKES: list[tuple[str, Callable[[list[str], set[str]], bool]]] = [
+    ("a CVAT for images / video 1.1 export (XML)", lambda paths, bases: "annotations.xml" in bases),
+    ("a YOLO 1.1 export (CVAT)", lambda paths, bases: "obj.names" in bases or "obj.data" in bases),
+    ("an Ultralytics YOLO export", lambda paths, bases: "data.yaml" in bases),
+    ("a Label Studio YOLO export", lambda paths, bases: "classes.txt" in bases
+     and any(n.endswith(".txt") and "labels/" in n for n in paths)),
+    ("a Pascal VOC export", lambda paths, bases: any((n.startswith("annotations/") or "/annotations/" in n)
+                                                     and n.endswith(".xml") for n in paths)),
+    ("a Datumaro export (CVAT's 'Datumaro 1.0')",
+     lambda paths, bases: any(re.match(r"^(?:.*/)?annotations/[^/]+\.json$", n) for n in paths)),
+    ("a CSV / TSV export", lambda paths, bases: any(n.endswith((".csv", ".tsv")) for n in paths)),
+]
+_DOCUMENT_LOOKALIKES: list[tuple[str, Callable[[Any], bool]]] = [
+    ("a Datumaro export (CVAT's 'Datumaro 1.0')",
+     lambda data: isinstance(data, dict) and {"items", "categories"} <= data.keys()),
+]
+
+
+def _resembles(lookalikes: list[tuple[str, Callable[..., bool]]], *seen: Any) -> str | None:
+    return next((what for what, test in lookalikes if test(*seen)), None)
+
+
+def _not_read(where: str, resembles: str) -> LabelError:
+    return LabelError([Problem(where, None, None, None, f"this looks like {resembles}, which alod does not read; "
+                               f"export {supported_formats()}")])
+
+
 # --- entry point ---------------------------------------------------------------
 
 
 def read_export(path: str | Path, selected: Collection[str] = ()) -> ToolExport:
-    """Labels from `path` in any supported tool format; `LabelError` naming file, frame and field.
+    """Labels from `path` in any registered format; `LabelError` naming file, frame and field.
 
     `selected`: the images asked for, to match tool-written COCO file names onto.
     """
     path = Path(path)
     if path.is_dir() or not path.exists():
-        return _scalabel(*load_labels(path))
-    file = str(path)
+        return _loaded(*load_labels(path))  # a folder of per-image files; or the loader words what is missing
     if zipfile.is_zipfile(path):
         return _read_zip(path, SelectedNames(selected))
     try:
         raw = path.read_bytes()
     except OSError:
-        return _scalabel(*load_labels(path))  # the loader words the error
+        return _loaded(*load_labels(path))  # the loader words the error
     data = _parse_json(raw)
     if data is _NOT_JSON:
-        resembles = _text_format(raw)
+        head = raw[:4096].decode("utf-8", "replace").lstrip("\ufeff").lstrip()
+        resembles = _resembles(_TEXT_LOOKALIKES, head, head.splitlines()[0] if head else "")
         if resembles:
-            raise LabelError([Problem(file, None, None, None, f"this looks like {resembles}, which alod does not "
-                                      f"read; export {_SUPPORTED}")])
-        return _scalabel(*load_labels(path))  # the loader words the JSON error
-    return _read_document(data, file, SelectedNames(selected))
+            raise _not_read(str(path), resembles)
+        return _loaded(*load_labels(path))  # the loader words the JSON error
+    return read_document(Document(data, str(path)), SelectedNames(selected))
+
+
+def read_document(doc: Document, selected: SelectedNames) -> ToolExport:
+    """A parsed document, by the first registered reader whose sniff says yes."""
+    reader = _sniff(doc)
+    if reader is not None:
+        return reader.parse(doc, selected)
+    resembles = _resembles(_DOCUMENT_LOOKALIKES, doc.data)
+    if resembles:
+        raise _not_read(doc.where, resembles)
+    return _loaded(*load_document(doc.data, doc.where))  # the loader words what is wrong with it
 
 
 _NOT_JSON = object()
@@ -167,25 +283,8 @@ def _parse_json(raw: bytes) -> Any:
         return _NOT_JSON
 
 
-def _text_format(raw: bytes) -> str | None:
-    head = raw[:4096].decode("utf-8", "replace").lstrip("\ufeff").lstrip()
-    first = head.splitlines()[0] if head else ""
-    if head.startswith("<"):
-        if "<annotations" in head:
-            return "CVAT's XML format (CVAT for images / video)"
-        if "<annotation" in head:
-            return "a Pascal VOC XML file"
-        if "<View" in head:
-            return "a Label Studio labeling config, not labels"
-        return "an XML file"
-    if ("annotation_id" in first or "annotator" in first) and ("," in first or "\t" in first):
-        return "a Label Studio CSV / TSV export"
-    if re.match(r"^\d+ [-\d.]+ [-\d.]+ [-\d.]+ [-\d.]+\s*$", first):
-        return "a YOLO label file"
-    return None
-
-
-def _scalabel(frames: list[Frame], report: LoadReport, fmt: str = SCALABEL) -> ToolExport:
+def _loaded(frames: list[Frame], report: LoadReport, fmt: str = SCALABEL) -> ToolExport:
+    """What `alod.data.bdd100k`'s loader read, as a ToolExport."""
     return ToolExport(frames=frames, format=fmt, skipped_boxes=int(sum(report.skipped.values())), report=report)
 
 
@@ -199,46 +298,22 @@ def _read_zip(path: Path, selected: SelectedNames) -> ToolExport:
     except (zipfile.BadZipFile, OSError) as e:
         raise LabelError([Problem(file, None, None, None, f"unreadable zip: {e}")]) from None
     with zf:
-        members = [i for i in zf.infolist() if not i.is_dir()]
-        names = [i.filename for i in members]
-        if "result.json" in names:
-            doc, where = _zip_json(zf, file, "result.json")
-            return _read_document(doc, where, selected, zipped=LABEL_STUDIO_COCO)
-        cvat = sorted(n for n in names if _CVAT_COCO_MEMBER.match(n))
-        if cvat:
-            docs = [_zip_json(zf, file, n) for n in cvat]
-            return _cvat_coco(docs, selected)
+        names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        archive = Archive(file, names, zf)
+        reader = _sniff(archive)
+        if reader is not None:
+            return reader.parse(archive, selected)
+        lower = [n.lower() for n in names]
+        resembles = _resembles(_ZIP_LOOKALIKES, lower, {PurePosixPath(n).name for n in lower})
         jsons = [n for n in names if n.lower().endswith(".json")]
-        resembles = _zip_format(names)
-        if resembles is None and len(jsons) == 1:
-            doc, where = _zip_json(zf, file, jsons[0])
-            return _read_document(doc, where, selected)
+        if resembles is None and len(jsons) == 1:  # one label file, zipped
+            return read_document(archive.document(jsons[0]), selected)
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
     what = f"this looks like {resembles}, which alod does not read" if resembles else \
         "alod does not know this zip's layout"
+    layouts = ", ".join(f"a {r.name} zip holds {r.zip_layout}" for r in READERS if r.zip_layout)
     raise LabelError([Problem(file, None, None, None, f"a zip holding {shown or 'nothing'}: {what}; export "
-                              f"{_SUPPORTED} (a Label Studio COCO zip holds result.json, a CVAT COCO 1.0 zip "
-                              "annotations/instances_<subset>.json)")])
-
-
-def _zip_format(names: list[str]) -> str | None:
-    lower = [n.lower() for n in names]
-    base = {PurePosixPath(n).name for n in lower}
-    if "annotations.xml" in base:
-        return "a CVAT for images / video 1.1 export (XML)"
-    if "obj.names" in base or "obj.data" in base:
-        return "a YOLO 1.1 export (CVAT)"
-    if "data.yaml" in base:
-        return "an Ultralytics YOLO export"
-    if "classes.txt" in base and any(n.endswith(".txt") and "labels/" in n for n in lower):
-        return "a Label Studio YOLO export"
-    if any(n.startswith("annotations/") and n.endswith(".xml") for n in lower) or any("/annotations/" in n and n.endswith(".xml") for n in lower):
-        return "a Pascal VOC export"
-    if any(re.match(r"^(?:.*/)?annotations/[^/]+\.json$", n) for n in lower):
-        return "a Datumaro export (CVAT's 'Datumaro 1.0')"
-    if any(n.endswith(".csv") or n.endswith(".tsv") for n in lower):
-        return "a CSV / TSV export"
-    return None
+                              f"{supported_formats()}" + (f" ({layouts})" if layouts else ""))])
 
 
 def _zip_json(zf: zipfile.ZipFile, file: str, member: str) -> tuple[Any, str]:
@@ -270,37 +345,6 @@ def _zip_json(zf: zipfile.ZipFile, file: str, member: str) -> tuple[Any, str]:
     return data, where
 
 
-# --- JSON documents -------------------------------------------------------------------
-
-
-def _read_document(data: Any, file: str, selected: SelectedNames, zipped: str | None = None) -> ToolExport:
-    if isinstance(data, dict) and isinstance(data.get("data"), dict) and _LS_TASK_KEYS & data.keys():
-        data = [data]  # one task, as GET /api/tasks/<id> returns it
-    if isinstance(data, list) and data and all(isinstance(t, dict) for t in data):
-        if any(isinstance(t.get("data"), dict) and _LS_TASK_KEYS & t.keys() for t in data):
-            return _label_studio_json(data, file)
-        if any(_JSON_MIN_KEYS & t.keys() or _regions_in_row(t) for t in data if "labels" not in t):
-            return _label_studio_json_min(data, file)
-    if isinstance(data, dict) and "images" in data and ("annotations" in data or "categories" in data):
-        info = data.get("info") if isinstance(data.get("info"), dict) else {}
-        if zipped == LABEL_STUDIO_COCO or info.get("contributor") == "Label Studio":
-            return _tool_coco(data, file, selected, LABEL_STUDIO_COCO)
-        if _looks_datumaro(data):
-            return _cvat_coco([(data, file)], selected)
-        return _scalabel(*load_document(data, file), fmt=COCO)
-    if isinstance(data, dict) and {"items", "categories"} <= data.keys():
-        raise LabelError([Problem(file, None, None, None, "this looks like a Datumaro export (CVAT's "
-                                  f"'Datumaro 1.0'), which alod does not read; export {_SUPPORTED}")])
-    return _scalabel(*load_document(data, file))
-
-
-def _looks_datumaro(doc: dict) -> bool:
-    """datumaro's COCO writer (CVAT's COCO 1.0): `licenses`, and images with coco_url / flickr_url."""
-    images = doc.get("images")
-    return ("licenses" in doc and isinstance(images, list) and bool(images)
-            and all(isinstance(i, dict) and {"coco_url", "flickr_url"} <= i.keys() for i in images))
-
-
 # --- Label Studio -----------------------------------------------------------------------
 
 
@@ -315,10 +359,6 @@ class _Problems:
     def raise_any(self) -> None:
         if self.items:
             raise LabelError(self.items)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _task_name(task: dict, data: Any, where: str, problems: _Problems) -> str | None:
@@ -336,11 +376,11 @@ def _box(region: dict, size: dict, where: str, j: int, fld: str, problems: _Prob
     """(label, [x, y, w, h] in pixels, (width, height)) of one rectanglelabels region, or None (reported)."""
     ok = True
     for key in ("x", "y", "width", "height"):
-        if not _number(region.get(key)):
+        if not is_number(region.get(key)):
             problems.add(where, j, f"{fld}.{key}", f"must be a finite number (percent), got {region.get(key)!r}")
             ok = False
     rotation = region.get("rotation", 0)
-    if not _number(rotation):
+    if not is_number(rotation):
         problems.add(where, j, f"{fld}.rotation", f"must be a number, got {rotation!r}")
         ok = False
     elif abs(rotation) > ROTATION_TOLERANCE and abs(abs(rotation) - 360) > ROTATION_TOLERANCE:
@@ -352,7 +392,7 @@ def _box(region: dict, size: dict, where: str, j: int, fld: str, problems: _Prob
         problems.add(where, j, f"{fld}.rectanglelabels", f"expected exactly one class name, got {labels!r}")
         ok = False
     width, height = size.get("original_width"), size.get("original_height")
-    if not (_number(width) and _number(height) and width > 0 and height > 0):
+    if not (is_number(width) and is_number(height) and width > 0 and height > 0):
         problems.add(where, j, "original_width/original_height",
                      f"needed to turn percentages into pixels, got {width!r} x {height!r}")
         ok = False
@@ -581,7 +621,7 @@ def _tool_coco(doc: dict, file: str, selected: SelectedNames, fmt: str, *,
                     if fmt == LABEL_STUDIO_COCO else "the tool listed one image twice")
             problems.add(name, None, "file_name", f"image ids {', '.join(map(str, ids))} are all this image: {hint}")
     rotated = [(a, ann) for a, ann in enumerate(anns) if isinstance(ann, dict)
-               and isinstance(ann.get("attributes"), dict) and _number(ann["attributes"].get("rotation", 0))
+               and isinstance(ann.get("attributes"), dict) and is_number(ann["attributes"].get("rotation", 0))
                and abs(ann["attributes"].get("rotation", 0)) > ROTATION_TOLERANCE]
     names_by_id = {img.get("id"): img.get("file_name") for img in images if isinstance(img, dict)}
     for a, ann in rotated:
@@ -604,24 +644,24 @@ def _tool_coco(doc: dict, file: str, selected: SelectedNames, fmt: str, *,
                       not_annotated=not_annotated, renamed=renamed, report=report)
 
 
-def _cvat_coco(docs: list[tuple[Any, str]], selected: SelectedNames) -> ToolExport:
+def _cvat_coco(docs: list[Document], selected: SelectedNames) -> ToolExport:
     """CVAT's COCO 1.0: one instances_<subset>.json per subset; every frame listed, annotated or not."""
     parts = []
-    for doc, where in docs:
-        if not isinstance(doc, dict) or "images" not in doc:
-            raise LabelError([Problem(where, None, None, None, "expected a COCO object {images, annotations, "
-                                      f"categories}}, got {type(doc).__name__}")])
-        parts.append(_tool_coco(doc, where, selected, CVAT_COCO, unannotated_missing=True))
+    for doc in docs:
+        if not isinstance(doc.data, dict) or "images" not in doc.data:
+            raise LabelError([Problem(doc.where, None, None, None, "expected a COCO object {images, annotations, "
+                                      f"categories}}, got {type(doc.data).__name__}")])
+        parts.append(_tool_coco(doc.data, doc.where, selected, CVAT_COCO, unannotated_missing=True))
     if len(parts) == 1:
         return parts[0]
     frames = [f for p in parts for f in p.frames]
     seen: dict[str, str] = {}
     problems = []
-    for p, (_, where) in zip(parts, docs):
+    for p, doc in zip(parts, docs):
         for f in p.frames:
             if f.name in seen:
-                problems.append(Problem(where, f.name, None, "file_name", f"also in {seen[f.name]}"))
-            seen.setdefault(f.name, where)
+                problems.append(Problem(doc.where, f.name, None, "file_name", f"also in {seen[f.name]}"))
+            seen.setdefault(f.name, doc.where)
     if problems:
         raise LabelError(problems)
     return ToolExport(frames=frames, format=CVAT_COCO, skipped_boxes=sum(p.skipped_boxes for p in parts),
@@ -629,6 +669,89 @@ def _cvat_coco(docs: list[tuple[Any, str]], selected: SelectedNames) -> ToolExpo
                       renamed={k: v for p in parts for k, v in p.renamed.items()})
 
 
-__all__ = ["CVAT_COCO", "LABEL_STUDIO_COCO", "LABEL_STUDIO_JSON", "LABEL_STUDIO_JSON_MIN", "SelectedNames",
-           "ToolExport", "match_selected", "read_export"]
+# --- the registered readers ------------------------------------------------------------------
+
+
+def _as_tasks(data: Any) -> Any:
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and _LS_TASK_KEYS & data.keys():
+        return [data]  # one task, as GET /api/tasks/<id> returns it
+    return data
+
+
+def _rows_of_objects(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and all(isinstance(t, dict) for t in data)
+
+
+def _sniff_label_studio_json(source: Document | Archive) -> bool:
+    tasks = _as_tasks(source.data) if isinstance(source, Document) else None
+    return _rows_of_objects(tasks) and any(isinstance(t.get("data"), dict) and _LS_TASK_KEYS & t.keys()
+                                           for t in tasks)
+
+
+def _sniff_label_studio_json_min(source: Document | Archive) -> bool:
+    rows = source.data if isinstance(source, Document) else None
+    return _rows_of_objects(rows) and any(_JSON_MIN_KEYS & t.keys() or _regions_in_row(t)
+                                          for t in rows if "labels" not in t)
+
+
+def _coco_info(data: dict) -> dict:
+    return data.get("info") if isinstance(data.get("info"), dict) else {}
+
+
+def _sniff_label_studio_coco(source: Document | Archive) -> bool:
+    if isinstance(source, Archive):
+        return "result.json" in source.names
+    return is_coco_document(source.data) and (source.member == "result.json"
+                                              or _coco_info(source.data).get("contributor") == "Label Studio")
+
+
+def _parse_label_studio_coco(source: Document | Archive, selected: SelectedNames) -> ToolExport:
+    if isinstance(source, Archive):  # result.json is read like any document: it is Label Studio's COCO if COCO
+        return read_document(source.document("result.json"), selected)
+    return _tool_coco(source.data, source.where, selected, LABEL_STUDIO_COCO)
+
+
+def _looks_datumaro(doc: dict) -> bool:
+    """datumaro's COCO writer (CVAT's COCO 1.0): `licenses`, and images with coco_url / flickr_url."""
+    images = doc.get("images")
+    return ("licenses" in doc and isinstance(images, list) and bool(images)
+            and all(isinstance(i, dict) and {"coco_url", "flickr_url"} <= i.keys() for i in images))
+
+
+def _sniff_cvat_coco(source: Document | Archive) -> bool:
+    if isinstance(source, Archive):
+        return any(_CVAT_COCO_MEMBER.match(n) for n in source.names)
+    return is_coco_document(source.data) and _looks_datumaro(source.data)
+
+
+def _parse_cvat_coco(source: Document | Archive, selected: SelectedNames) -> ToolExport:
+    if isinstance(source, Archive):
+        return _cvat_coco([source.document(n) for n in sorted(filter(_CVAT_COCO_MEMBER.match, source.names))],
+                          selected)
+    return _cvat_coco([source], selected)
+
+
+def _sniff_scalabel(source: Document | Archive) -> bool:
+    if not isinstance(source, Document):
+        return False
+    data = source.data
+    shaped = isinstance(data, list) or (isinstance(data, dict) and "frames" in data)
+    return shaped and _resembles(_DOCUMENT_LOOKALIKES, data) is None
+
+
+# One line per format, in sniffing order.
+register(Reader(LABEL_STUDIO_JSON, _sniff_label_studio_json,
+                lambda doc, selected: _label_studio_json(_as_tasks(doc.data), doc.where)))
+register(Reader(LABEL_STUDIO_JSON_MIN, _sniff_label_studio_json_min,
+                lambda doc, selected: _label_studio_json_min(doc.data, doc.where)))
+register(Reader(LABEL_STUDIO_COCO, _sniff_label_studio_coco, _parse_label_studio_coco, zip_layout="result.json"))
+register(Reader(CVAT_COCO, _sniff_cvat_coco, _parse_cvat_coco, zip_layout="annotations/instances_<subset>.json"))
+register(Reader(COCO, lambda source: isinstance(source, Document) and is_coco_document(source.data),
+                lambda doc, selected: _loaded(*load_document(doc.data, doc.where), fmt=COCO)))
+register(Reader(SCALABEL, _sniff_scalabel, lambda doc, selected: _loaded(*load_document(doc.data, doc.where))))
+
+
+__all__ = ["CVAT_COCO", "COCO", "LABEL_STUDIO_COCO", "LABEL_STUDIO_JSON", "LABEL_STUDIO_JSON_MIN", "READERS",
+           "SCALABEL", "Archive", "Document", "Reader", "SelectedNames", "ToolExport", "match_selected",
+           "read_document", "read_export", "register", "supported_formats"]
 

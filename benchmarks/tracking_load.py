@@ -136,7 +136,8 @@ def main(argv=None) -> int:
                 MlflowClient(tracking_uri=uri).search_experiments()
             else:
                 if stack is None:
-                    from alod.teamstack import TeamStack
+                    sys.path.insert(0, str(REPO))  # tools/ is the checkout's, not installed with alod
+                    from tools.teamstack import TeamStack
 
                     stack = TeamStack(out / "stack-logs", artifacts="proxied", workers=args.server_workers).start()
                 env = stack.server.client_env()

@@ -19,16 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alod import annotation_formats
 from alod.annotation import LabelImportError, LabelStore, merge_labels
 from alod.annotation_formats import (
     CVAT_COCO,
     LABEL_STUDIO_COCO,
     LABEL_STUDIO_JSON,
     LABEL_STUDIO_JSON_MIN,
+    Archive,
+    Reader,
     SelectedNames,
+    ToolExport,
     read_export,
+    register,
 )
 from alod.data import categories
+from alod.data.bdd100k import load_document
 from alod.data.frames import LabelError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -348,3 +354,60 @@ def test_json_min_frames_go_through_the_same_checks(tmp_path):
     with pytest.raises(LabelError, match=r"field 'label\[0\].width': must be a finite number"):
         read_export(_write(tmp_path, "min.json", rows), SELECTED)
 
+
+
+# --- the registry of formats ---------------------------------------------------------------
+
+TOY = "Toy JSON"
+
+
+def _toy_reader() -> Reader:
+    """A made-up tool writing {"toy_boxes": {image: [[class, x1, y1, x2, y2], ...]}}, alone or zipped as toy.json."""
+
+    def sniff(source) -> bool:
+        if isinstance(source, Archive):
+            return "toy.json" in source.names
+        return isinstance(source.data, dict) and "toy_boxes" in source.data
+
+    def parse(source, selected: SelectedNames) -> ToolExport:
+        doc = source.document("toy.json") if isinstance(source, Archive) else source
+        frames = [{"name": selected.match(name) or name,
+                   "labels": [{"category": c, "box2d": dict(zip(("x1", "y1", "x2", "y2"), xyxy))} for c, *xyxy in rows]}
+                  for name, rows in doc.data["toy_boxes"].items()]
+        return ToolExport(frames=load_document(frames, doc.where)[0], format=TOY)
+
+    return Reader(TOY, sniff, parse, zip_layout="toy.json")
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    monkeypatch.setattr(annotation_formats, "READERS", list(annotation_formats.READERS))
+    return register(_toy_reader())
+
+
+def test_a_registered_reader_is_sniffed_and_used(tmp_path, toy_registered):
+    toy = {"toy_boxes": {"images/0af3c9d1__a.jpg": [["car", 10, 20, 30, 40]], "b.jpg": []}}
+    for path in (_write(tmp_path, "toy-export.json", toy), _zip(tmp_path, "toy.zip", {"toy.json": json.dumps(toy)})):
+        found = read_export(path, ["a.jpg", "b.jpg"])
+        assert found.format == TOY
+        assert {f.name: _rows(f) for f in found.frames} == {"a.jpg": [("car", 10.0, 20.0, 31.0, 41.0)], "b.jpg": []}
+    # the formats registered before it keep their files
+    assert read_export(LS / "export-json.json", SELECTED).format == LABEL_STUDIO_JSON
+    assert read_export(CVAT_ZIP, list(CVAT_BOXES)).format == CVAT_COCO
+    with pytest.raises(ValueError, match="registered already"):
+        register(_toy_reader())
+
+
+def test_the_refusal_of_an_unknown_format_names_every_registered_format(tmp_path, toy_registered):
+    names = [r.name for r in annotation_formats.READERS]
+    assert TOY in names and LABEL_STUDIO_JSON_MIN in names and CVAT_COCO in names
+    with pytest.raises(LabelError) as e:
+        read_export(_zip(tmp_path, "export.zip", {"readme.txt": "hello"}), SELECTED)
+    message = str(e.value)
+    assert all(name in message for name in names), message
+    assert "a Toy JSON zip holds toy.json" in message and "a Label Studio COCO zip holds result.json" in message
+    text = tmp_path / "labels.txt"
+    text.write_text("<View><Image name='image' value='$image'/></View>")
+    with pytest.raises(LabelError) as e:
+        read_export(text, SELECTED)
+    assert "labeling config, not labels" in str(e.value) and all(name in str(e.value) for name in names)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alod.teamstack import Service, free_port
+from tools.teamstack import Service, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "alod-secret-content-7f3a9c"  # what a file on the server holds; never in an answer

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from alod.teamstack import MlflowServer, Service, TeamStack, free_port, postgres_bin_dir
+from tools.teamstack import MlflowServer, Service, TeamStack, free_port, postgres_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "alod-team"

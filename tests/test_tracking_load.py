@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from alod.teamstack import postgres_bin_dir
+from tools.teamstack import postgres_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,8 @@ Accepted shapes (detected from the content, not the file name):
 - a JSON list of Scalabel frames (2018 release, det_20, prediction files),
 - a Scalabel dataset dump ``{"frames": [...], "groups": ..., "config": ...}``,
 - a folder of per-image 2018 files ``{"name", "frames": [{"objects": [...]}]}``,
-- COCO ``{"images", "annotations", "categories"}`` (categories matched by name).
+- COCO ``{"images", "annotations", "categories"}`` (categories matched by name;
+  read by `alod.data.coco.read_coco`).
 
 Everything is checked in one pass so a user sees every defect at once; each
 `Problem` names file, frame, label index and field. Scalabel ``box2d`` x2/y2 are
@@ -16,18 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from alod.data import categories
-from alod.fileio import write_json_atomic  # noqa: F401 (re-exported)
+from alod.data.coco import is_coco_document, read_coco
 from alod.data.frames import Frame, LabelError, LoadReport, Problem
+from alod.data.label_parser import LabelParser, RawFrame, is_number, is_positive_int, json_kind, unsafe_name_reason
+from alod.fileio import write_json_atomic  # noqa: F401 (re-exported)
 
 # Reasons used as keys of LoadReport.skipped (the CLI prints them).
 NO_BOX2D = "no box2d"
@@ -128,7 +129,7 @@ def check_labels(
 
 def resolve_image_path(image_root: str | os.PathLike, name: str) -> Path:
     """The image file for frame `name`; ValueError if the name could leave `image_root`."""
-    reason = _unsafe_name_reason(name)
+    reason = unsafe_name_reason(name)
     if reason:
         raise ValueError(f"frame name {name!r} {reason}; it must be relative to {image_root}")
     root = Path(image_root)
@@ -215,49 +216,8 @@ def dataset_digest(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> st
 # parsing
 
 
-@dataclass
-class _RawFrame:
-    """A frame while parsing: lists are cheaper to append to than arrays."""
-
-    name: str
-    file: str
-    width: int | None = None
-    height: int | None = None
-    attributes: dict = field(default_factory=dict)
-    boxes: list = field(default_factory=list)  # xyxy exclusive, float
-    labels: list = field(default_factory=list)
-    ignore: list = field(default_factory=list)
-    scores: list = field(default_factory=list)  # float or None
-    index: list = field(default_factory=list)  # label index in the source, for messages
-    raw_names: list = field(default_factory=list)
-
-
-def _unsafe_name_reason(name: str) -> str | None:
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or (
-        PureWindowsPath(name).drive
-    ):
-        return "is an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "escapes the image root via '..'"
-    return None
-
-
-def _is_number(v: Any) -> bool:
-    # bool is an int subclass but never a valid coordinate.
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-class _Parser:
-    def __init__(self, report: LoadReport, skip_unknown: bool):
-        self.report = report
-        self.skip_unknown = skip_unknown
-        self.frames: list[_RawFrame] = []
-        self.seen: dict[str, str] = {}  # frame name -> where first seen
-        # unknown category -> [file, frame, label index, count]
-        self.unknown: dict[str, list] = {}
-
-    def problem(self, file, frame, label_index, fld, message) -> None:
-        self.report.problems.append(Problem(file, frame, label_index, fld, message))
+class _Parser(LabelParser):
+    """The Scalabel / BDD100K shapes; a COCO document goes to `alod.data.coco.read_coco`."""
 
     # -- documents -----------------------------------------------------------
 
@@ -265,10 +225,8 @@ class _Parser:
         if isinstance(data, list):
             for i, fr in enumerate(data):
                 self.frame(fr, file, i)
-        elif isinstance(data, dict) and "images" in data and (
-            "annotations" in data or "categories" in data
-        ):
-            self.coco(data, file)
+        elif is_coco_document(data):
+            read_coco(self, data, file)
         elif isinstance(data, dict) and "frames" in data and "name" in data:
             self.frame(data, file, 0)  # 2018 per-image file
         elif isinstance(data, dict) and "frames" in data:
@@ -276,7 +234,7 @@ class _Parser:
             if frames is None:
                 frames = []
             if not isinstance(frames, list):
-                self.problem(file, None, None, "frames", f"expected a list, got {_kind(frames)}")
+                self.problem(file, None, None, "frames", f"expected a list, got {json_kind(frames)}")
                 return
             for i, fr in enumerate(frames):
                 self.frame(fr, file, i)
@@ -284,36 +242,16 @@ class _Parser:
             keys = f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else ""
             self.problem(
                 file, None, None, None,
-                f"wrong top-level type: got {_kind(data)}{keys}; expected a JSON list of "
+                f"wrong top-level type: got {json_kind(data)}{keys}; expected a JSON list of "
                 "frames, a Scalabel dataset {frames: [...]}, a 2018 per-image object "
                 "{name, frames} or COCO {images, annotations, categories}",
             )
-
-    def register_name(self, name: Any, file: str, i: int) -> str | None:
-        """Validate a frame name; the name to use, or None if the frame is unusable."""
-        where = f"#{i}"
-        if not isinstance(name, str) or not name:
-            self.problem(file, where, None, "name", f"frame has no string 'name' (got {name!r})")
-            return None
-        reason = _unsafe_name_reason(name)
-        if reason:
-            self.problem(file, name, None, "name", f"frame name {reason}")
-            return None
-        here = f"{file} frame #{i}"
-        if name in self.seen:
-            self.problem(
-                file, name, None, "name",
-                f"duplicate frame name: first at {self.seen[name]}, again at {here}",
-            )
-            return None
-        self.seen[name] = here
-        return name
 
     # -- Scalabel / 2018 frames ---------------------------------------------
 
     def frame(self, fr: Any, file: str, i: int) -> None:
         if not isinstance(fr, dict):
-            self.problem(file, f"#{i}", None, None, f"frame is not a JSON object ({_kind(fr)})")
+            self.problem(file, f"#{i}", None, None, f"frame is not a JSON object ({json_kind(fr)})")
             return
         per_image_2018 = "labels" not in fr and "frames" in fr
         name = fr.get("name")
@@ -332,14 +270,14 @@ class _Parser:
         if labels is None:  # no key or null: a valid frame without boxes
             labels = []
         if not isinstance(labels, list):
-            self.problem(file, where, None, fld, f"expected a list or null, got {_kind(labels)}")
+            self.problem(file, where, None, fld, f"expected a list or null, got {json_kind(labels)}")
             labels = []
 
-        raw = _RawFrame(name=where, file=file)
+        raw = RawFrame(name=where, file=file)
         size = fr.get("size")
         if isinstance(size, dict):
             w, h = size.get("width"), size.get("height")
-            if _is_positive_int(w) and _is_positive_int(h):
+            if is_positive_int(w) and is_positive_int(h):
                 raw.width, raw.height = int(w), int(h)
             else:
                 self.problem(file, where, None, "size", f"expected positive width/height, got {size!r}")
@@ -354,7 +292,7 @@ class _Parser:
 
     def objects_2018(self, subframes: Any, file: str, where: str) -> tuple[Any, str]:
         if not isinstance(subframes, list):
-            self.problem(file, where, None, "frames", f"expected a list, got {_kind(subframes)}")
+            self.problem(file, where, None, "frames", f"expected a list, got {json_kind(subframes)}")
             return [], "frames"
         objects: list = []
         for k, sub in enumerate(subframes):
@@ -370,10 +308,10 @@ class _Parser:
             objects.extend(objs)
         return objects, "frames[].objects"
 
-    def scalabel_label(self, lab: Any, raw: _RawFrame, j: int) -> None:
+    def scalabel_label(self, lab: Any, raw: RawFrame, j: int) -> None:
         file, where = raw.file, raw.name
         if not isinstance(lab, dict):
-            self.problem(file, where, j, None, f"label is not a JSON object ({_kind(lab)})")
+            self.problem(file, where, j, None, f"label is not a JSON object ({json_kind(lab)})")
             return
         box = lab.get("box2d")
         if box is None:  # lanes, drivable area, poly2d-only labels
@@ -382,14 +320,14 @@ class _Parser:
         ok = True
         coords: list[float] = []
         if not isinstance(box, dict):
-            self.problem(file, where, j, "box2d", f"expected an object with x1, y1, x2, y2, got {_kind(box)}")
+            self.problem(file, where, j, "box2d", f"expected an object with x1, y1, x2, y2, got {json_kind(box)}")
             ok = False
         else:
             for c in _COORDS:
                 if c not in box:
                     self.problem(file, where, j, f"box2d.{c}", "missing coordinate")
                     ok = False
-                elif not _is_number(box[c]):
+                elif not is_number(box[c]):
                     self.problem(file, where, j, f"box2d.{c}", f"coordinate must be a finite number, got {box[c]!r}")
                     ok = False
                 else:
@@ -439,150 +377,15 @@ class _Parser:
                      f"must be true or false (or 0/1), got {v!r}")
         return None
 
-    def score(self, lab: dict, file: str, where: str, j: int):
-        """float, None (no score) or False (invalid, reported)."""
-        s = lab.get("score")
-        if s is None:
-            return None
-        if not _is_number(s):
-            self.problem(file, where, j, "score", f"score must be a finite number, got {s!r}")
-            return False
-        return float(s)
-
-    def category(self, name: Any, file: str, where: str, j: int, fld: str):
-        """(id, ignore, raw name); None when skipped; False when invalid (reported)."""
-        if not isinstance(name, str):
-            self.problem(file, where, j, fld, f"missing or not a string (got {name!r})")
-            return False
-        resolved = categories.resolve(name)
-        if resolved is None:
-            if self.skip_unknown:
-                self.report.skipped[f"unknown category {name!r}"] += 1
-            entry = self.unknown.setdefault(name, [file, where, j, 0])
-            entry[3] += 1
-            return None if self.skip_unknown else False
-        return resolved[0], resolved[1], name
-
-    def add(self, raw: _RawFrame, j, box, cat_id, ignore, score, raw_name) -> None:
-        raw.boxes.append(box)
-        raw.labels.append(cat_id)
-        raw.ignore.append(bool(ignore))
-        raw.scores.append(score)
-        raw.index.append(j)
-        raw.raw_names.append(raw_name)
-
-    # -- COCO -------------------------------------------------------------------
-
-    def coco(self, data: dict, file: str) -> None:
-        images = data.get("images")
-        anns = data.get("annotations") or []
-        cats = data.get("categories") or []
-        for key, val in (("images", images), ("annotations", anns), ("categories", cats)):
-            if not isinstance(val, list):
-                self.problem(file, None, None, key, f"expected a list, got {_kind(val)}")
-                return
-
-        cat_names: dict[int, str] = {}
-        for k, cat in enumerate(cats):
-            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
-                self.problem(file, None, None, f"categories[{k}]", "expected {id: int, name: str}")
-                continue
-            cat_names[cat["id"]] = cat["name"]
-
-        by_id: dict[int, _RawFrame | None] = {}
-        for i, img in enumerate(images):
-            if not isinstance(img, dict):
-                self.problem(file, f"#{i}", None, None, f"image is not a JSON object ({_kind(img)})")
-                continue
-            img_id = img.get("id")
-            if not isinstance(img_id, int) or isinstance(img_id, bool):
-                self.problem(file, f"#{i}", None, "id", f"image id must be an integer, got {img_id!r}")
-                continue
-            if img_id in by_id:
-                self.problem(file, f"#{i}", None, "id", f"duplicate image id {img_id}")
-                continue
-            name = self.register_name(img.get("file_name"), file, i)
-            if name is None:
-                by_id[img_id] = None  # reported; its annotations are still checked
-                continue
-            raw = _RawFrame(name=name, file=file)
-            w, h = img.get("width"), img.get("height")
-            if _is_positive_int(w) and _is_positive_int(h):
-                raw.width, raw.height = int(w), int(h)
-            by_id[img_id] = raw
-            self.frames.append(raw)
-
-        per_image: dict[int, int] = {}
-        for a, ann in enumerate(anns):
-            if not isinstance(ann, dict):
-                self.problem(file, None, a, None, f"annotation #{a} is not a JSON object")
-                continue
-            img_id = ann.get("image_id")
-            if img_id not in by_id:
-                self.problem(file, None, a, "image_id", f"annotation #{a} refers to unknown image id {img_id!r}")
-                continue
-            raw = by_id[img_id]
-            where = raw.name if raw is not None else f"image id {img_id}"
-            # label index = position among this image's annotations, like Scalabel labels
-            j = per_image.get(img_id, 0)
-            per_image[img_id] = j + 1
-            ok = True
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                self.problem(file, where, j, "bbox", f"expected [x, y, w, h], got {bbox!r}")
-                ok = False
-            else:
-                for c, v in zip(("x", "y", "w", "h"), bbox):
-                    if not _is_number(v):
-                        self.problem(file, where, j, f"bbox.{c}", f"must be a finite number, got {v!r}")
-                        ok = False
-                if ok and (bbox[2] < 0 or bbox[3] < 0):
-                    self.problem(file, where, j, "bbox", f"negative width or height: {bbox!r}")
-                    ok = False
-            score = self.score(ann, file, where, j)
-            if score is False:
-                ok = False
-            cid = ann.get("category_id")
-            if cid not in cat_names:
-                self.problem(file, where, j, "category_id", f"category id {cid!r} not in 'categories'")
-                continue
-            resolved = self.category(cat_names[cid], file, where, j, "category_id")
-            if resolved is None or resolved is False or not ok or raw is None:
-                continue
-            cat_id, ignore, raw_name = resolved
-            ignore = ignore or bool(ann.get("iscrowd")) or bool(ann.get("ignore"))
-            x, y, w, h = (float(v) for v in bbox)
-            self.add(raw, j, (x, y, x + w, y + h), cat_id, ignore, score, raw_name)
-
-    # -- end of pass -------------------------------------------------------------
-
-    def report_unknown(self) -> None:
-        known = ", ".join(sorted(categories.NAME_TO_ID) + sorted(categories.NAME_MAPPING) + sorted(categories.IGNORE_MAPPING))
-        for name, (file, where, j, count) in self.unknown.items():
-            msg = f"unknown category {name!r} ({count} label(s), first here)"
-            if self.skip_unknown:
-                self.report.warnings.append(Problem(file, where, j, "category", msg + "; skipped"))
-            else:
-                self.problem(file, where, j, "category", f"{msg}; known: {known}; or pass skip_unknown to skip them")
-
-
 # Strings pydantic v1 (Scalabel's label model) reads as booleans.
 _BOOL_STRINGS = {**dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
                  **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False)}
-
-
-def _is_positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _inclusive(box: np.ndarray) -> str:
     """An exclusive xyxy box as the inclusive box2d a user wrote (for messages)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     return f"({x1:g}, {y1:g}, {x2 - 1:g}, {y2 - 1:g})"
-
-
-def _kind(v: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(v), type(v).__name__)
 
 
 _FAILED = object()  # _read_json could not parse; a problem is recorded
@@ -643,7 +446,7 @@ def _load(
     return frames, report
 
 
-def _image_sizes(raws: list[_RawFrame], root: Path, report: LoadReport) -> dict[str, tuple[int, int]]:
+def _image_sizes(raws: list[RawFrame], root: Path, report: LoadReport) -> dict[str, tuple[int, int]]:
     from alod.data.images import ImageReadError, check_image_file
 
     if not root.is_dir():
@@ -667,7 +470,7 @@ def _image_sizes(raws: list[_RawFrame], root: Path, report: LoadReport) -> dict[
 
 
 def _finalize(
-    raws: list[_RawFrame],
+    raws: list[RawFrame],
     report: LoadReport,
     image_size: tuple[int, int] | None,
     header_sizes: dict[str, tuple[int, int]],

@@ -8,6 +8,7 @@ import torch
 
 from alod import locks, pictures, plots, run_folder, tracking
 from alod.data.dataset import DetectionDataset
+from alod.data.splits import load_split
 from alod.engine import distributed
 from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
@@ -22,7 +23,6 @@ from alod.steps.common import (
     PER_CLASS_PREFIX,
     THROUGHPUT_KEYS,
     flops_per_image,
-    load_split,
     pictures_safely,
     subset,
 )

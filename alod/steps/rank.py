@@ -11,6 +11,7 @@ from pathlib import Path
 from alod import pictures, tracking
 from alod.active.protocol import make_ranking
 from alod.active.samplers import SamplerContext, get_sampler
+from alod.data.splits import load_split
 from alod.engine import distributed
 from alod.engine.distributed import default_device
 from alod.engine.flops import peak_flops, throughput_stats
@@ -22,7 +23,6 @@ from alod.steps.common import (
     Launch,
     flops_per_image,
     print_worker_command,
-    load_split,
     pictures_safely,
     run_workers,
     score_pool,

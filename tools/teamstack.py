@@ -2,7 +2,8 @@
 
 What a team runs for real is PostgreSQL + S3 (or MinIO) + `mlflow server`; this
 module starts a throwaway copy of that on 127.0.0.1 so the path is tested and a
-user can try it in one command (`make team-server`, or `python -m alod.teamstack`):
+user can try it in one command (`make team-server`, or `python -m tools.teamstack` from the
+repository root; a tool of the checkout, not part of the alod package):
 
 - PostgreSQL from the system's binaries (Debian: /usr/lib/postgresql/*/bin),
   in a temporary cluster on a free port (as the `postgres` user when run as
@@ -19,8 +20,8 @@ Secrets never travel on a command line or in a URI: the database password goes
 to libpq as PGPASSWORD, the S3 keys as AWS_* variables, the admin password as
 MLFLOW_AUTH_ADMIN_PASSWORD, client credentials as MLFLOW_TRACKING_USERNAME /
 MLFLOW_TRACKING_PASSWORD. Every process is started in its own process group and
-stopped with it. This module never imports mlflow (it runs `mlflow server` as a
-program), so `alod.tracking` stays the only library module that does.
+stopped with it. This module never imports mlflow: it runs `mlflow server` as a
+program, as a team would.
 """
 
 from __future__ import annotations
@@ -509,7 +510,7 @@ class TeamStack:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m alod.teamstack",
+        prog="python -m tools.teamstack",
         description="Start a throwaway team tracking stack on 127.0.0.1 (PostgreSQL + moto S3 + "
                     "mlflow server) in the foreground; Ctrl-C stops everything.")
     parser.add_argument("--port", type=int, default=5000, help="mlflow server port (0: any free port)")
