@@ -4,16 +4,19 @@
 batches; cycle 1 takes k random images of batch 1, cycle n the top k of batch n.
 `pool`: cycle 1 takes k random images of the pool; cycle n re-scores every
 unlabeled image with the current model and takes the top k.
+
+The cycle step asks a protocol object (`protocol_for(name, ...)`, one class per
+protocol in `PROTOCOL_TYPES`) what it needs and what it picks, instead of
+branching on the name; the functions below are what those objects call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-PROTOCOLS = ("batches", "pool")
 RANKING_COLUMNS = ["image", "score", "rank", "batch"]
 
 
@@ -176,3 +179,149 @@ def select_by_box_budget(
         picked.append(name)
         spent += cost
     return picked
+
+
+# --- the protocols as objects ---------------------------------------------------
+
+
+class Protocol:
+    """What a protocol needs and which images it unveils in a cycle.
+
+    `scores` (name -> score, or None) are the scores the current model gave the pool this cycle; only a
+    protocol that `scores_each_cycle` uses them."""
+
+    name: str
+    needs_ranking: bool  # the step cannot start without a ranking (a rank run or a parquet file)
+    default_sampler: str  # the sampler tag when neither the user nor the ranking names one
+    scores_each_cycle: bool  # cycles after the first run the current model over the pool
+    random_pick_label: str  # what a pick without scores (cycle 1) was drawn from, for its picture
+
+    def order(self, cycle: int, *, seed: int, labeled: Collection[str],
+              scores: Mapping[str, float] | None = None) -> list[str]:
+        """Every image the cycle may take, in the order it takes them."""
+        raise NotImplementedError
+
+    def _top(self, cycle: int, k: int, *, seed: int, labeled: Collection[str],
+             scores: Mapping[str, float] | None) -> list[str]:
+        raise NotImplementedError
+
+    def select(self, cycle: int, k: int, *, seed: int, labeled: Collection[str],
+               scores: Mapping[str, float] | None = None, budget_boxes: int = 0,
+               box_count: Callable[[str], int] | None = None) -> list[str]:
+        """The images cycle `cycle` unveils: k of them, or with `budget_boxes` the first of those k
+        until the budget is spent (`box_count(name)`: what labeling an image costs)."""
+        if not budget_boxes:
+            return self._top(cycle, k, seed=seed, labeled=labeled, scores=scores)
+        head = self.order(cycle, seed=seed, labeled=labeled, scores=scores)[:k]
+        return select_by_box_budget(head, {n: box_count(n) for n in head}, budget_boxes)  # type: ignore[misc]
+
+    @classmethod
+    def over(cls, *, ranking: pd.DataFrame | None, names: Sequence[str]) -> "Protocol":
+        """The protocol for one run: its ranking (batches) or its pool's image names (pool)."""
+        raise NotImplementedError
+
+    def scores_pool(self, cycle: int) -> bool:
+        """Does cycle `cycle` run the current model over the pool to choose?"""
+        return self.scores_each_cycle and cycle > 1
+
+    def keeps_model(self, reset: bool) -> bool:
+        """Does the next cycle need the last cycle's model (a resumed run loads its checkpoint)?"""
+        raise NotImplementedError
+
+    def shown_scores(self, cycle: int, scores: Mapping[str, float] | None) -> dict[str, float] | None:
+        """The scores a cycle's pick was chosen by (None: a random pick)."""
+        raise NotImplementedError
+
+    def first_draw(self, seed: int, *, sampler: str, k: int) -> tuple[list[str], dict[str, float] | None, str]:
+        """What cycle 1 draws from, for the step-0 picture: images, their scores (None: unscored), and
+        a caption."""
+        raise NotImplementedError
+
+    def check_budget(self, cycles: int, per_cycle: int) -> None:
+        """Raise ValueError when the protocol cannot give `cycles` cycles of `per_cycle` images."""
+
+
+class BatchesProtocol(Protocol):
+    """The study's protocol: cycle 1 -> k random from batch 1; cycle n -> top k of batch n of one ranking."""
+
+    name, needs_ranking, default_sampler, scores_each_cycle = "batches", True, "unknown", False
+    random_pick_label = "random from batch 1"
+
+    def __init__(self, ranking: pd.DataFrame):
+        self.ranking = ranking
+
+    @classmethod
+    def over(cls, *, ranking, names):
+        return cls(ranking)
+
+    def order(self, cycle, *, seed, labeled, scores=None):
+        return order_from_batches(self.ranking, cycle, seed=seed, labeled=labeled)
+
+    def _top(self, cycle, k, *, seed, labeled, scores):
+        return select_from_batches(self.ranking, cycle, k, seed=seed, labeled=labeled)
+
+    def keeps_model(self, reset):
+        return not reset  # the ranking, not the model, chooses
+
+    def shown_scores(self, cycle, scores):
+        if cycle == 1:
+            return None
+        return dict(zip(self.ranking["image"], self.ranking["score"].astype(float)))
+
+    def first_draw(self, seed, *, sampler, k):
+        batch1 = self.ranking[self.ranking["batch"] == 1].sort_values("rank")
+        return (list(batch1["image"]), dict(zip(batch1["image"], batch1["score"].astype(float))),
+                f"in batch 1 as ranked by {sampler} (cycle 1 takes {k} of them at random)")
+
+    def check_budget(self, cycles, per_cycle):
+        batches = int(self.ranking["batch"].max())
+        if cycles > batches:
+            raise ValueError(f"{cycles} cycles but the ranking has only {batches} batch(es)")
+        smallest = int(self.ranking[self.ranking["batch"] > 0].groupby("batch").size().min())
+        if per_cycle > smallest:
+            raise ValueError(f"per_cycle {per_cycle} exceeds the smallest ranking batch ({smallest} images)")
+
+
+class PoolProtocol(Protocol):
+    """k random at cycle 1, then the top k unlabeled images by the current model's scores."""
+
+    name, needs_ranking, default_sampler, scores_each_cycle = "pool", False, "boxcount", True
+    random_pick_label = "random"
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+
+    @classmethod
+    def over(cls, *, ranking, names):
+        return cls(names)
+
+    def _aligned(self, scores: Mapping[str, float] | None) -> list[float] | None:
+        return None if scores is None else [scores.get(n, float("-inf")) for n in self.names]
+
+    def order(self, cycle, *, seed, labeled, scores=None):
+        return order_from_pool(self.names, self._aligned(scores), cycle, seed=seed, labeled=labeled)
+
+    def _top(self, cycle, k, *, seed, labeled, scores):
+        return select_from_pool(self.names, self._aligned(scores), cycle, k, seed=seed, labeled=labeled)
+
+    def keeps_model(self, reset):
+        return True  # the next cycle scores the pool with it, even when it trains a fresh one
+
+    def shown_scores(self, cycle, scores):
+        return None if scores is None else dict(scores)
+
+    def first_draw(self, seed, *, sampler, k):
+        rng = np.random.default_rng(seed)
+        return ([self.names[i] for i in rng.permutation(len(self.names))[:8]], None,
+                f"of the pool (cycle 1 takes {k} at random)")
+
+
+PROTOCOL_TYPES: dict[str, type[Protocol]] = {cls.name: cls for cls in (BatchesProtocol, PoolProtocol)}
+PROTOCOLS = tuple(PROTOCOL_TYPES)
+
+
+def protocol_for(name: str, *, ranking: pd.DataFrame | None = None, names: Sequence[str] = ()) -> Protocol:
+    """The protocol called `name`, over this ranking (batches) or these pool images (pool)."""
+    if name not in PROTOCOL_TYPES:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {name!r}")
+    return PROTOCOL_TYPES[name].over(ranking=ranking, names=names)

@@ -190,13 +190,7 @@ def train_one_epoch(
     keys = LOSS_KEYS  # the detector's own loss names once the first step returns them (sorted: same on every rank)
     sums = torch.zeros(len(keys) + 1, device=device, dtype=torch.float64)
     images_seen = 0
-    t0 = time.perf_counter()
-    last_show = t0
-    try:
-        total = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not (progress and is_main_process()), mininterval=2.0)
+    bar = _ProgressBar(loader, epoch, enabled=progress and is_main_process())
     stopped_at = None
     for step, (images, targets) in enumerate(loader, start=start_step):
         maybe_fail("train_step", f"{epoch}.{step}")  # fault-injection tests kill a worker mid-epoch
@@ -207,55 +201,91 @@ def train_one_epoch(
             keys = tuple(sorted(loss_dict))
             sums = torch.zeros(len(keys) + 1, device=device, dtype=torch.float64)
         loss = sum(loss_dict[k] for k in keys)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
+        _optimizer_step(loss, model, optimizer, scaler, clip_grad_norm)
         if scheduler_warmup is not None:
             scheduler_warmup.step()
         n = len(images)
         images_seen += n
         sums += torch.stack([loss.detach().double()] + [loss_dict[k].detach().double() for k in keys]) * n
-        bar.update(1)
-        now = time.perf_counter()
-        if not bar.disable and now - last_show >= bar.mininterval:
-            last_show = now
-            means = (sums / images_seen).tolist()
-            if not math.isfinite(means[0]):
-                raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
-            bar.set_postfix(
-                loss=f"{means[0]:.3f}", **{_SHORT.get(k, k.removeprefix("loss_")): f"{v:.3f}"
-                                           for k, v in zip(keys, means[1:]) if k in _SHORT},
-                img_s=f"{images_seen / (now - t0):.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-            )
+        bar.step(sums, images_seen, keys, optimizer)
         # Checked after the step, never inside it: the stop point is a clean state to checkpoint.
         if should_stop is not None and should_stop():
             stopped_at = step + 1
             break
     bar.close()
+    stats = _epoch_stats(sums, images_seen, keys, device, epoch, started=bar.t0)
+    if stopped_at is not None:
+        stats["stopped_at"] = stopped_at
+    return stats
+
+
+def _optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, clip_grad_norm: float | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+
+
+def _check_finite(loss: float, epoch: int) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss} in epoch {epoch}; lower the lr or enable clip_grad_norm")
+
+
+class _ProgressBar:
+    """The epoch's tqdm bar (rank 0): the running mean losses, images/s and lr, read from the device at
+    most every `mininterval` seconds."""
+
+    def __init__(self, loader: Iterable, epoch: int, *, enabled: bool):
+        try:
+            total = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        self.epoch = epoch
+        self.t0 = self.last_show = time.perf_counter()
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not enabled, mininterval=2.0)
+
+    def step(self, sums: torch.Tensor, images_seen: int, keys: tuple[str, ...], optimizer) -> None:
+        self.bar.update(1)
+        now = time.perf_counter()
+        if self.bar.disable or now - self.last_show < self.bar.mininterval:
+            return
+        self.last_show = now
+        means = (sums / images_seen).tolist()
+        _check_finite(means[0], self.epoch)
+        self.bar.set_postfix(
+            loss=f"{means[0]:.3f}", **{_SHORT.get(k, k.removeprefix("loss_")): f"{v:.3f}"
+                                       for k, v in zip(keys, means[1:]) if k in _SHORT},
+            img_s=f"{images_seen / (now - self.t0):.1f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _epoch_stats(sums: torch.Tensor, images_seen: int, keys: tuple[str, ...], device: torch.device, epoch: int,
+                 *, started: float) -> dict[str, float]:
+    """Mean losses per image over every rank (one all_reduce), images, and the seconds since `started`."""
     counts = torch.tensor([float(images_seen)], device=device, dtype=torch.float64)
     totals = torch.cat([sums, counts])
     if is_initialized():
         dist.all_reduce(totals)
     totals = totals.tolist()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - started
     images = int(totals[-1])
     means = [v / max(1, images) for v in totals[:-1]]
-    if not math.isfinite(means[0]):
-        raise FloatingPointError(f"loss is {means[0]} in epoch {epoch}; lower the lr or enable clip_grad_norm")
+    _check_finite(means[0], epoch)
     stats = {"loss": means[0], **dict(zip(keys, means[1:]))}
     stats.update(images=images, seconds=seconds, images_per_second=images / seconds if seconds > 0 else 0.0)
-    if stopped_at is not None:
-        stats["stopped_at"] = stopped_at
     return stats
 
 
@@ -524,137 +554,218 @@ def fit(
     `on_resumed_epoch(epoch, stats)`: on a resume from an end-of-epoch checkpoint, called once with that
     epoch's stats (saved in the checkpoint), so a caller can log what a kill between the checkpoint
     and `on_epoch_end` left unlogged."""
-    env = get_env()
-    device = resolve_device(config.device)
-    if len(train_dataset) == 0:
-        raise ValueError("training dataset is empty")
-    seed_everything(config.seed)
-    bare = unwrap(model).to(device)
-    amp = config.amp and device.type == "cuda"
-    if config.channels_last and device.type == "cuda":
-        bare.to(memory_format=torch.channels_last)
-    if config.amp and not amp:
-        warnings.warn("amp requested but the device is not CUDA: training in float32", stacklevel=2)
-
-    world = env.world_size if is_initialized() else 1
-    optimizer = build_optimizer(bare, config, world)
-    scheduler = build_scheduler(optimizer, config)
-    start_epoch = 0
-    mid_epoch: dict | None = None  # a SIGTERM checkpoint's resume state
-    resumed_stats: dict | None = None  # the stats of the epoch an end-of-epoch checkpoint closed
-    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        arch = getattr(bare, "alod_config", {}).get("arch")
-        if arch is not None and ckpt["config"].get("arch") not in (None, arch):
-            raise ValueError(f"{ckpt_path} holds a {ckpt['config'].get('arch')} model, not {arch}")
-        load_state_strict(bare, ckpt["model"], source=str(ckpt_path))
-        if ckpt.get("optimizer") is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("lr_scheduler") is not None:
-            schedule = dict(vars(scheduler.lr_lambdas[0]))
-            scheduler.load_state_dict(ckpt["lr_scheduler"])
-            # The schedule follows this call's config (e.g. more epochs), not the file's.
-            vars(scheduler.lr_lambdas[0]).update(schedule)
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
-        changed = _changed_settings(ckpt["config"].get("train", {}), config)
-        if ckpt.get("step_in_epoch") is not None:
-            mid_epoch = ckpt
-            saved_world = ckpt["config"].get("world_size", 1)
-            if saved_world != env.world_size:
-                changed["world_size"] = (saved_world, env.world_size)  # another split of the epoch's batches
-            start_epoch = int(ckpt["epoch"])
-        else:
-            start_epoch = int(ckpt["epoch"]) + 1
-            resumed_stats = ckpt.get("finished_epoch_stats")
-        if changed:
-            warnings.warn(f"resuming {ckpt_path} with changed settings {changed}: not an exact resume", stacklevel=2)
-
-    train_model: nn.Module = bare
-    if is_initialized():
-        if config.sync_bn:
-            bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(bare, device_ids=ids)
-
-    peak = peak_flops(device) if flops_per_image else None
-    generator = torch.Generator()
-    loader = make_loader(train_dataset, config, generator)
-    ckpt_config = {"train": _plain_config(config), "world_size": env.world_size}
+    run = _Training.set_up(model, train_dataset, config, checkpoint_path, resume=resume, progress=progress,
+                           flops_per_image=flops_per_image)
+    start = run.start
+    if start.finished_stats is not None and on_resumed_epoch is not None:
+        on_resumed_epoch(start.epoch - 1, dict(start.finished_stats))
     history: list[dict] = []
-    if resumed_stats is not None and on_resumed_epoch is not None:
-        on_resumed_epoch(start_epoch - 1, dict(resumed_stats))
-    stop = _StopRequest(device)
+    stop = _StopRequest(run.device)
     stop.install()
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start.epoch, config.epochs):
             if stop.agreed():  # SIGTERM between epochs (setup, on_epoch_end): the last checkpoint stands
-                raise _preempted(epoch, 0, ckpt_path, written=False)
-            # Reseed per epoch: flips, shuffles and RPN/ROI sampling depend only on
-            # (seed, epoch, rank), which is what makes resume exact.
-            s = _epoch_seed(config.seed, epoch, env.rank)
-            seed_everything(s)
-            generator.manual_seed(s)
-            if hasattr(train_dataset, "augment_seed"):
-                train_dataset.augment_seed = s  # flips per (epoch, image): exact resume with loader workers too
-            skip = int(mid_epoch["step_in_epoch"]) if mid_epoch is not None and epoch == start_epoch else 0
-            epoch_loader = loader
-            if skip:
-                rng = mid_epoch["rng"]  # type: ignore[index]
-                # The skipped batches' flips and RPN/ROI draws are not replayed: the RNGs are
-                # set to the saved stop point instead, once the shuffle has been drawn.
-                after_skip = functools.partial(_set_rng_state, rng[env.rank], device) if env.rank < len(rng) else None
-                epoch_loader = make_loader(train_dataset, config, generator, skip_batches=skip,
-                                           after_skip=after_skip)
-            index_sampler = epoch_loader.batch_sampler.sampler  # type: ignore[union-attr]
-            if hasattr(index_sampler, "set_epoch"):
-                index_sampler.set_epoch(epoch)  # DistributedSampler reshuffles per epoch
-            warmup = None
-            if epoch == 0 and config.warmup_iters > 0:
-                warmup = build_warmup(optimizer, min(config.warmup_iters, len(loader) - 1), config.warmup_factor)
-                if skip and mid_epoch.get("warmup_scheduler") is not None:  # type: ignore[union-attr]
-                    warmup.load_state_dict(mid_epoch["warmup_scheduler"])  # type: ignore[index]
-                    for group, base in zip(optimizer.param_groups, warmup.base_lrs):
-                        group["lr"] = base * warmup.lr_lambdas[0](warmup.last_epoch)
-            stats = train_one_epoch(
-                train_model, optimizer, epoch_loader, device, epoch,
-                scheduler_warmup=warmup, clip_grad_norm=config.clip_grad_norm, amp=amp, progress=progress,
-                start_step=skip, should_stop=stop.poll,
-            )
-            stopped_at = stats.pop("stopped_at", None)
-            if skip:
-                stats = _merge_epoch_stats(mid_epoch["epoch_stats"], stats)  # type: ignore[index]
-            if stopped_at is not None and stopped_at < len(loader):
-                rng_states = all_gather_object(_rng_state(device))  # each rank resumes its own RNGs
-                if env.is_main and ckpt_path is not None:
-                    _save_mid_epoch(ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, warmup=warmup,
-                                    epoch=epoch, step_in_epoch=stopped_at, rng=rng_states, epoch_stats=stats,
-                                    config=ckpt_config)
-                if is_initialized():
-                    dist.barrier()  # no rank exits before the checkpoint exists
-                raise _preempted(epoch, stopped_at, ckpt_path, written=True, steps=len(loader))
-            stats["epoch"] = epoch
-            stats["lr"] = optimizer.param_groups[0]["lr"]  # at the epoch's last step
-            # images/s sums every rank, so the peak is every rank's
-            stats.update(throughput_stats(stats["images_per_second"], flops_per_image, peak, devices=world))
-            scheduler.step()
+                raise _preempted(epoch, 0, run.ckpt_path, written=False)
+            stats = run.train_epoch(epoch, stop.poll)  # SIGTERM inside it: saved there, raises Preempted
             history.append(stats)
-            if env.is_main and ckpt_path is not None:
-                save_checkpoint(ckpt_path, model=bare, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                                config=ckpt_config, extra={"finished_epoch_stats": _plain_stats(stats)})
-                maybe_fail("epoch_saved", epoch)  # checkpointed, not yet logged
-            if is_initialized():
-                dist.barrier()  # no rank goes on before the checkpoint exists
+            run.save_epoch(epoch, stats)
             if stop.agreed():  # SIGTERM in the epoch's last step: its checkpoint is complete
-                raise _preempted(epoch + 1, 0, ckpt_path, written=True)
+                raise _preempted(epoch + 1, 0, run.ckpt_path, written=True)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, stats)
         if stop.agreed():  # SIGTERM during the last on_epoch_end: training is done, still honour it
-            raise _preempted(config.epochs, 0, ckpt_path, written=True, finished=True)
+            raise _preempted(config.epochs, 0, run.ckpt_path, written=True, finished=True)
     finally:
         stop.uninstall()
     return history
+
+
+@dataclass
+class _StartPoint:
+    """Where a `fit` call starts: its first epoch, and what the checkpoint it resumes left for it."""
+
+    epoch: int = 0
+    mid_epoch: dict | None = None  # a SIGTERM checkpoint's resume state (step_in_epoch, warm-up, RNGs, stats)
+    finished_stats: dict | None = None  # the stats of the epoch an end-of-epoch checkpoint closed
+
+    def steps_done(self, epoch: int) -> int:
+        """Steps of `epoch` a mid-epoch checkpoint has already trained."""
+        if self.mid_epoch is None or epoch != self.epoch:
+            return 0
+        return int(self.mid_epoch["step_in_epoch"])
+
+
+def _resume_from(path: Path, bare: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 config: TrainConfig, world_size: int, device: torch.device) -> _StartPoint:
+    """Load a checkpoint's model, optimizer and schedule; the schedule follows `config` (e.g. more epochs)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    arch = getattr(bare, "alod_config", {}).get("arch")
+    if arch is not None and ckpt["config"].get("arch") not in (None, arch):
+        raise ValueError(f"{path} holds a {ckpt['config'].get('arch')} model, not {arch}")
+    load_state_strict(bare, ckpt["model"], source=str(path))
+    if ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("lr_scheduler") is not None:
+        schedule = dict(vars(scheduler.lr_lambdas[0]))
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        # The schedule follows this call's config (e.g. more epochs), not the file's.
+        vars(scheduler.lr_lambdas[0]).update(schedule)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
+    changed = _changed_settings(ckpt["config"].get("train", {}), config)
+    if ckpt.get("step_in_epoch") is not None:
+        start = _StartPoint(int(ckpt["epoch"]), mid_epoch=ckpt)
+        saved_world = ckpt["config"].get("world_size", 1)
+        if saved_world != world_size:
+            changed["world_size"] = (saved_world, world_size)  # another split of the epoch's batches
+    else:
+        start = _StartPoint(int(ckpt["epoch"]) + 1, finished_stats=ckpt.get("finished_epoch_stats"))
+    if changed:
+        # stacklevel: the warning points at fit's caller
+        warnings.warn(f"resuming {path} with changed settings {changed}: not an exact resume", stacklevel=4)
+    return start
+
+
+@dataclass
+class _Training:
+    """What `fit`'s epochs share: the model (bare, and as trained: DDP under a process group), its
+    optimizer and schedules, the loader, where checkpoints go and where this call starts."""
+
+    config: TrainConfig
+    dataset: Any
+    device: torch.device
+    env: Any
+    bare: nn.Module  # what checkpoints hold
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    start: _StartPoint
+    ckpt_path: Path | None
+    generator: torch.Generator
+    loader: DataLoader
+    amp: bool
+    progress: bool
+    flops_per_image: float | None
+    peak: float | None
+
+    @property
+    def world(self) -> int:
+        return self.env.world_size if is_initialized() else 1
+
+    @property
+    def ckpt_config(self) -> dict[str, Any]:
+        return {"train": _plain_config(self.config), "world_size": self.env.world_size}
+
+    @classmethod
+    def set_up(cls, model: nn.Module, dataset: Any, config: TrainConfig, checkpoint_path: str | Path | None, *,
+              resume: bool, progress: bool, flops_per_image: float | None) -> "_Training":
+        env = get_env()
+        device = resolve_device(config.device)
+        if len(dataset) == 0:
+            raise ValueError("training dataset is empty")
+        seed_everything(config.seed)
+        bare = unwrap(model).to(device)
+        amp = config.amp and device.type == "cuda"
+        if config.channels_last and device.type == "cuda":
+            bare.to(memory_format=torch.channels_last)
+        if config.amp and not amp:
+            warnings.warn("amp requested but the device is not CUDA: training in float32", stacklevel=3)
+        world = env.world_size if is_initialized() else 1
+        optimizer = build_optimizer(bare, config, world)
+        scheduler = build_scheduler(optimizer, config)
+        ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        start = _StartPoint()
+        if ckpt_path is not None and resume and ckpt_path.exists():
+            start = _resume_from(ckpt_path, bare, optimizer, scheduler, config, env.world_size, device)
+        train_model: nn.Module = bare
+        if is_initialized():
+            if config.sync_bn:
+                bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
+            ids = [device.index] if device.type == "cuda" else None
+            train_model = nn.parallel.DistributedDataParallel(bare, device_ids=ids)
+        peak = peak_flops(device) if flops_per_image else None
+        generator = torch.Generator()
+        loader = make_loader(dataset, config, generator)
+        return cls(config, dataset, device, env, bare, train_model, optimizer, scheduler, start, ckpt_path,
+                   generator, loader, amp, progress, flops_per_image, peak)
+
+    def epoch_loader(self, epoch: int) -> tuple[Any, int]:
+        """The epoch's loader, reseeded, and the steps of the epoch it skips (a mid-epoch resume)."""
+        # Reseed per epoch: flips, shuffles and RPN/ROI sampling depend only on
+        # (seed, epoch, rank), which is what makes resume exact.
+        s = _epoch_seed(self.config.seed, epoch, self.env.rank)
+        seed_everything(s)
+        self.generator.manual_seed(s)
+        if hasattr(self.dataset, "augment_seed"):
+            self.dataset.augment_seed = s  # flips per (epoch, image): exact resume with loader workers too
+        skip = self.start.steps_done(epoch)
+        loader = self.loader
+        if skip:
+            rng = self.start.mid_epoch["rng"]  # type: ignore[index]
+            # The skipped batches' flips and RPN/ROI draws are not replayed: the RNGs are
+            # set to the saved stop point instead, once the shuffle has been drawn.
+            rank = self.env.rank
+            after_skip = functools.partial(_set_rng_state, rng[rank], self.device) if rank < len(rng) else None
+            loader = make_loader(self.dataset, self.config, self.generator, skip_batches=skip, after_skip=after_skip)
+        index_sampler = loader.batch_sampler.sampler  # type: ignore[union-attr]
+        if hasattr(index_sampler, "set_epoch"):
+            index_sampler.set_epoch(epoch)  # DistributedSampler reshuffles per epoch
+        return loader, skip
+
+    def warmup(self, epoch: int, skip: int) -> Any:
+        """Epoch 0's linear warm-up (as it was at the stop, for a mid-epoch resume); None after epoch 0."""
+        config = self.config
+        if epoch != 0 or config.warmup_iters <= 0:
+            return None
+        warmup = build_warmup(self.optimizer, min(config.warmup_iters, len(self.loader) - 1), config.warmup_factor)
+        mid_epoch = self.start.mid_epoch
+        if skip and mid_epoch.get("warmup_scheduler") is not None:  # type: ignore[union-attr]
+            warmup.load_state_dict(mid_epoch["warmup_scheduler"])  # type: ignore[index]
+            for group, base in zip(self.optimizer.param_groups, warmup.base_lrs):
+                group["lr"] = base * warmup.lr_lambdas[0](warmup.last_epoch)
+        return warmup
+
+    def train_epoch(self, epoch: int, should_stop: Callable[[], bool]) -> dict:
+        """One epoch (or its rest); its stats with epoch, lr and throughput. A stop inside it writes the
+        mid-epoch checkpoint and raises Preempted."""
+        loader, skip = self.epoch_loader(epoch)
+        warmup = self.warmup(epoch, skip)
+        stats = train_one_epoch(
+            self.train_model, self.optimizer, loader, self.device, epoch,
+            scheduler_warmup=warmup, clip_grad_norm=self.config.clip_grad_norm, amp=self.amp,
+            progress=self.progress, start_step=skip, should_stop=should_stop,
+        )
+        stopped_at = stats.pop("stopped_at", None)
+        if skip:
+            stats = _merge_epoch_stats(self.start.mid_epoch["epoch_stats"], stats)  # type: ignore[index]
+        if stopped_at is not None and stopped_at < len(self.loader):
+            raise self.save_mid_epoch(epoch, stopped_at, warmup, stats)
+        stats["epoch"] = epoch
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]  # at the epoch's last step
+        # images/s sums every rank, so the peak is every rank's
+        stats.update(throughput_stats(stats["images_per_second"], self.flops_per_image, self.peak,
+                                      devices=self.world))
+        self.scheduler.step()
+        return stats
+
+    def save_mid_epoch(self, epoch: int, stopped_at: int, warmup: Any, stats: dict) -> Preempted:
+        """Every rank's RNG states into a checkpoint that resumes after step `stopped_at`; the Preempted to raise."""
+        rng_states = all_gather_object(_rng_state(self.device))  # each rank resumes its own RNGs
+        if self.env.is_main and self.ckpt_path is not None:
+            _save_mid_epoch(self.ckpt_path, model=self.bare, optimizer=self.optimizer, scheduler=self.scheduler,
+                            warmup=warmup, epoch=epoch, step_in_epoch=stopped_at, rng=rng_states,
+                            epoch_stats=stats, config=self.ckpt_config)
+        if is_initialized():
+            dist.barrier()  # no rank exits before the checkpoint exists
+        return _preempted(epoch, stopped_at, self.ckpt_path, written=True, steps=len(self.loader))
+
+    def save_epoch(self, epoch: int, stats: dict) -> None:
+        if self.env.is_main and self.ckpt_path is not None:
+            save_checkpoint(self.ckpt_path, model=self.bare, optimizer=self.optimizer, scheduler=self.scheduler,
+                            epoch=epoch, config=self.ckpt_config, extra={"finished_epoch_stats": _plain_stats(stats)})
+            maybe_fail("epoch_saved", epoch)  # checkpointed, not yet logged
+        if is_initialized():
+            dist.barrier()  # no rank goes on before the checkpoint exists
 
 
 def _preempted(epoch: int, step: int, path: Path | None, *, written: bool, steps: int | None = None,

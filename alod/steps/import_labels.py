@@ -16,7 +16,7 @@ from alod import annotation, locks, tracking
 from alod.data.pool import LabeledState
 from alod.faults import maybe_delay, maybe_fail
 from alod.fileio import write_json_atomic
-from alod.steps.cycle import label_store_path, labeled_state_of_run, sync_label_store
+from alod.oracles import label_store_path, labeled_state_of_run, sync_label_store
 
 
 class ImportLabelsError(ValueError):

@@ -85,3 +85,92 @@ def test_box_budget_takes_ranked_images_until_spent():
     assert select_by_box_budget(["b", "a"], boxes, 2) == ["b"]  # never empty
     with pytest.raises(ValueError, match="no box count"):
         select_by_box_budget(["z"], boxes, 3)
+
+
+# --- the protocols as objects (what the cycle step uses) --------------------------
+
+
+def _study_ranking():
+    return make_ranking([f"im{i:02d}" for i in range(20)], [float(i % 7) for i in range(20)], batches=4,
+                        batch_images=5)
+
+
+def test_protocol_registry_is_the_list_of_protocols():
+    from alod.active.protocol import PROTOCOL_TYPES, PROTOCOLS, BatchesProtocol, PoolProtocol, protocol_for
+
+    assert PROTOCOLS == ("batches", "pool")
+    assert PROTOCOL_TYPES == {"batches": BatchesProtocol, "pool": PoolProtocol}
+    assert isinstance(protocol_for("batches", ranking=_study_ranking()), BatchesProtocol)
+    assert isinstance(protocol_for("pool", names=["a"]), PoolProtocol)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        protocol_for("pools", names=["a"])
+
+
+def test_batches_object_selects_what_the_functions_select():
+    from alod.active.protocol import BatchesProtocol
+
+    ranking = _study_ranking()
+    protocol = BatchesProtocol(ranking)
+    first = protocol.select(1, 3, seed=5, labeled=set())
+    assert first == select_from_batches(ranking, 1, 3, seed=5, labeled=set())
+    second = protocol.select(2, 3, seed=5, labeled=set(first), scores={"im19": 99.0})  # scores are not used
+    assert second == select_from_batches(ranking, 2, 3, seed=5, labeled=set(first))
+    assert protocol.order(1, seed=5, labeled=set()) == order_from_batches(ranking, 1, seed=5, labeled=set())
+    assert protocol.needs_ranking and not protocol.scores_pool(2)
+    assert protocol.keeps_model(reset=False) and not protocol.keeps_model(reset=True)
+    assert protocol.shown_scores(1, None) is None  # cycle 1 is a random pick
+    assert protocol.shown_scores(2, None) == dict(zip(ranking["image"], ranking["score"]))
+
+
+def test_pool_object_selects_what_the_functions_select():
+    from alod.active.protocol import PoolProtocol
+
+    names = ["a", "b", "c", "d", "e"]
+    protocol = PoolProtocol(names)
+    assert protocol.select(1, 2, seed=1, labeled=set()) == select_from_pool(names, None, 1, 2, seed=1, labeled=set())
+    scores = {"b": 4.0, "c": 3.0, "d": 5.0}  # a, e unscored: last, as -inf
+    assert protocol.select(2, 2, seed=1, labeled={"a"}, scores=scores) == ["d", "b"]
+    assert protocol.order(2, seed=1, labeled={"a"}, scores=scores) == order_from_pool(
+        names, [float("-inf"), 4, 3, 5, float("-inf")], 2, seed=1, labeled={"a"})
+    assert not protocol.scores_pool(1) and protocol.scores_pool(2)
+    assert protocol.keeps_model(reset=True)  # the next cycle scores the pool with it
+    assert protocol.shown_scores(2, scores) == scores and protocol.shown_scores(1, None) is None
+
+
+def test_box_budget_walks_the_protocols_order():
+    from alod.active.protocol import BatchesProtocol, PoolProtocol, select_by_box_budget
+
+    ranking = _study_ranking()
+    boxes = {n: 1 + i % 3 for i, n in enumerate(ranking["image"])}
+    batches = BatchesProtocol(ranking)
+    got = batches.select(1, 4, seed=2, labeled=set(), budget_boxes=4, box_count=boxes.__getitem__)
+    head = order_from_batches(ranking, 1, seed=2, labeled=set())[:4]
+    assert got == select_by_box_budget(head, boxes, 4) and sum(boxes[n] for n in got) <= 4
+    pool = PoolProtocol(list(boxes))
+    scores = {n: float(i) for i, n in enumerate(boxes)}
+    got = pool.select(2, 3, seed=2, labeled=set(), scores=scores, budget_boxes=3, box_count=boxes.__getitem__)
+    assert got == select_by_box_budget(sorted(boxes, key=scores.__getitem__, reverse=True)[:3], boxes, 3)
+
+
+def test_batches_budget_check_names_the_ranking_limits():
+    from alod.active.protocol import BatchesProtocol, PoolProtocol
+
+    ranking = _study_ranking()
+    BatchesProtocol(ranking).check_budget(4, 5)
+    with pytest.raises(ValueError, match="5 cycles but the ranking has only 4 batch"):
+        BatchesProtocol(ranking).check_budget(5, 1)
+    with pytest.raises(ValueError, match="per_cycle 6 exceeds the smallest ranking batch"):
+        BatchesProtocol(ranking).check_budget(1, 6)
+    PoolProtocol(["a"]).check_budget(9, 9)  # the pool's size is checked by the step
+
+
+def test_first_draw_is_batch_one_or_a_pool_sample():
+    from alod.active.protocol import BatchesProtocol, PoolProtocol
+
+    ranking = _study_ranking()
+    names, scores, what = BatchesProtocol(ranking).first_draw(0, sampler="entropy", k=2)
+    assert names == ranking[ranking["batch"] == 1]["image"].tolist() and set(scores) == set(names)
+    assert what == "in batch 1 as ranked by entropy (cycle 1 takes 2 of them at random)"
+    pool = [f"p{i}" for i in range(20)]
+    names, scores, _ = PoolProtocol(pool).first_draw(0, sampler="random", k=2)
+    assert len(names) == 8 and set(names) <= set(pool) and scores is None
