@@ -15,7 +15,6 @@ import torch
 from alod import tracking
 from alod.active.samplers import SamplerContext, get_sampler, score_images
 from alod.active.scoring import detections_for
-from alod.data.splits import load_split  # noqa: F401 - cycle.py still imports it from here
 from alod.data.dataset import DetectionDataset
 from alod.data.frames import Frame
 from alod.engine import distributed, train

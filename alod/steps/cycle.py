@@ -33,7 +33,8 @@ from alod.oracles import labeled_state_of_run, sync_label_store
 from alod.params import ORACLES, CycleParams
 from alod.run_folder import RunFolder
 from alod.starting_weights import weights_choice
-from alod.steps.common import Launch, load_split, print_worker_command, run_workers
+from alod.data.splits import load_split
+from alod.steps.common import Launch, print_worker_command, run_workers
 from alod.steps.cycle_loop import STOPPED_TAG, cycles
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"

@@ -50,7 +50,7 @@ STOPPED_TAG = "alod.stopped_early"  # set when stop_when_flat ended the run befo
 def cycles(p: CycleParams, device: torch.device, train, val, ranking, run_dir: Path,
                     hooks: CycleHooks | None = None) -> None:
     """Cycles `completed + 1 .. p.cycles` of run `p.run_id` (or until the stopping rule, or a `files`
-    cycle that waits for labels). `train`, `val`: the splits (`alod.steps.common.load_split`)."""
+    cycle that waits for labels). `train`, `val`: the splits (`alod.data.splits.load_split`)."""
     loop = CycleLoop.resume(p, device, train, val, ranking, run_dir, hooks or CycleHooks())
     stopped, last_cycle = loop.stopped_before(), loop.completed
     for cycle in range(loop.completed + 1, p.cycles + 1):
