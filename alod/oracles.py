@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alod import annotation, run_folder, tracking
+from alod import annotation, locks, run_folder, tracking
 from alod.data.frames import Frame
 from alod.data.pool import LabeledState
 from alod.run_folder import RunFolder
@@ -27,6 +27,14 @@ class SimulatedOracle:
     """The ground truth of the pool: every selected image is labeled the moment it is selected."""
 
     name = "simulated"
+    # The launcher's questions, answered before the run starts (class level: no oracle is open yet).
+    knows_boxes_before_labeling = True  # budget_boxes can count an image's boxes before buying it
+    needs_ranking_model = False  # the ranking model is fetched only for pictures (optional)
+
+    @staticmethod
+    def prepare_run(run_id: str, work: Path) -> str | None:
+        """The labels file the workers open (None: the ground truth needs none)."""
+        return None
 
     def __init__(self, ground_truth: Mapping[str, Frame]):
         self.labels_of = ground_truth
@@ -52,6 +60,14 @@ class FilesOracle:
     """Labels people made, imported into an `annotation.LabelStore`; a cycle without all of them waits."""
 
     name = "files"
+    knows_boxes_before_labeling = False  # an image's boxes are known only once people return them
+    needs_ranking_model = True  # it pre-annotates cycle 1's batch, before the run has a model of its own
+
+    @staticmethod
+    def prepare_run(run_id: str, work: Path) -> str | None:
+        """The run's label store as a local file, merged under the labels lock (an import may be running)."""
+        with locks.labels_lock(work, run_id):
+            return str(sync_label_store(run_id, work))
 
     def __init__(self, store: annotation.LabelStore):
         self.store = store

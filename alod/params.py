@@ -82,6 +82,8 @@ SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
     "rdzv_endpoint": (None, dict(help="host:port of node 0's rendezvous, for nnodes > 1", resumable=True,
                                  logged=False)),
     "register": (True, dict(help="register the final model", resumable=True)),
+    "max_restarts": (0, dict(help="elastic restarts: a failed worker restarts and the cycle resumes from its "
+                                  "checkpoint", resumable=True, minimum=0)),
     "resume_run_id": (None, dict(help="continue an interrupted (killed, SIGTERM-stopped) run from its last "
                                       "checkpoint, with the run's logged parameters (README: Resume)",
                                  logged=False)),
@@ -198,6 +200,11 @@ class PretrainParams(StepParams):
     weights: str | None = shared("weights", help="starting weights: " + SHARED["weights"][1]["help"])
     register: bool = shared("register", help="register the model as a version of alod-pretrained and point "
                                               "`champion` at it")
+    nproc: int = shared("nproc")
+    nnodes: int = shared("nnodes")
+    rdzv_endpoint: str | None = shared("rdzv_endpoint")
+    max_restarts: int = shared("max_restarts", help="elastic restarts: a failed worker restarts and training "
+                                                    "resumes from the last epoch's checkpoint")
     experiment: str = shared("experiment")
     work_dir: str = shared("work_dir")
     resume_run_id: str | None = shared("resume_run_id")
@@ -257,8 +264,7 @@ class CycleParams(StepParams):
     nproc: int = shared("nproc")
     nnodes: int = shared("nnodes")
     rdzv_endpoint: str | None = shared("rdzv_endpoint")
-    max_restarts: int = param(0, "elastic restarts: a failed worker restarts and the cycle resumes from its "
-                                 "checkpoint", resumable=True, minimum=0)
+    max_restarts: int = shared("max_restarts")
     workers: int = shared("workers")
     eval_batch_size: int = shared("eval_batch_size")
     score_threshold: float = shared("score_threshold")

@@ -42,3 +42,24 @@ def test_the_files_oracle_reports_what_people_have_not_labeled_yet(tmp_path):
     assert oracle.missing(state) == {1: ["b"], 2: ["c"]}
     assert oracle_for("files", ground_truth=TRUTH, labels_file=None).missing(state) == {1: ["a", "b"], 2: ["c"]}
     assert [f.name for f in oracle.labeled_frames(LabeledState({"a": 1}))] == ["a"]
+
+
+def test_a_box_budget_is_refused_where_the_oracle_cannot_count_boxes_before_labeling():
+    from alod.steps.cycle import CycleInputError, CycleParams, run_cycles
+
+    assert SimulatedOracle.knows_boxes_before_labeling and not FilesOracle.knows_boxes_before_labeling
+    # refused before opening a run or reading data (data=None would fail later, differently)
+    with pytest.raises(CycleInputError, match="budget_boxes needs the box count"):
+        run_cycles(CycleParams(protocol="pool", oracle="files", budget_boxes=10))
+
+
+def test_the_files_oracle_prepares_the_runs_label_store(tmp_path, sqlite_tracking):
+    from alod import tracking
+
+    with sqlite_tracking(tmp_path):
+        tracking.setup("oracles")
+        with tracking.run("cycle") as run_id:
+            assert SimulatedOracle.prepare_run(run_id, tmp_path) is None
+            path = FilesOracle.prepare_run(run_id, tmp_path)
+    store = annotation.LabelStore.load(path)
+    assert path.endswith("labels.json") and run_id in path and not store.frames

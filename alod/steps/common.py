@@ -125,6 +125,24 @@ def print_worker_command(params_env: str, worker_params: str, run_id: str, launc
           f"  {command}", flush=True)
 
 
+def launch_workers(launch: Launch, module: str, params_env: str, params, run_id: str) -> None:
+    """The launcher's side of every step under torchrun (pretrain, rank, cycle): start `python -m module`
+    workers on the open run `run_id` with `params` (a dataclass) in `params_env`, and wait. With nnodes > 1
+    it first prints what the other nodes must start (README: Scaling out)."""
+    import dataclasses
+    import json
+
+    from alod.tracking import RUN_ID_ENV
+
+    launch.rdzv_id = run_id
+    worker_params = json.dumps(dataclasses.asdict(params))
+    if launch.nnodes > 1:  # other nodes start their workers with exactly these
+        print_worker_command(params_env, worker_params, run_id, launch, module)
+    elif os.environ.get("ALOD_DEBUG"):
+        print(f"{params_env}={worker_params}\n{RUN_ID_ENV}={run_id}", flush=True)
+    run_workers(launch, module, {params_env: worker_params, RUN_ID_ENV: run_id})
+
+
 def run_workers(launch: Launch, module: str, env_extra: dict[str, str]) -> None:
     """Start torchrun workers running `python -m module` and wait; a failure is an error here."""
     import subprocess

@@ -16,7 +16,6 @@ resuming the run trains on exactly those labels once every selected image has on
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -29,12 +28,12 @@ from alod.active.bandit import AUTO, Exp3, parse_arms
 from alod.active.samplers import get_sampler
 from alod.engine import distributed
 from alod.engine.distributed import default_device
-from alod.oracles import labeled_state_of_run, sync_label_store
+from alod.oracles import ORACLE_TYPES, labeled_state_of_run
 from alod.params import ORACLES, CycleParams
 from alod.run_folder import RunFolder
 from alod.starting_weights import weights_choice
 from alod.data.splits import load_split
-from alod.steps.common import Launch, print_worker_command, run_workers
+from alod.steps.common import Launch, launch_workers
 from alod.steps.cycle_loop import STOPPED_TAG, cycles
 
 PARAMS_ENV = "ALOD_CYCLE_PARAMS"
@@ -60,7 +59,8 @@ def run_cycles(p: CycleParams) -> str:
         raise CycleInputError(str(e)) from None
     if p.budget_boxes < 0:
         raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
-    if p.budget_boxes and p.oracle == "files":
+    oracle = ORACLE_TYPES[p.oracle]
+    if p.budget_boxes and not oracle.knows_boxes_before_labeling:
         raise CycleInputError("budget_boxes needs the box count of an image before it is labeled: "
                               "use it with the simulated oracle, or budget in images (per_cycle) with files")
     tracking.setup(p.experiment)
@@ -120,12 +120,10 @@ def run_cycles(p: CycleParams) -> str:
             if p.resume_run_id and p.sampler == AUTO:
                 auto_state = auto_state_of_run(run_id, work)
                 p.auto_state_file = str(auto_state) if auto_state else None
-            if p.oracle == "files":
-                with locks.labels_lock(work, run_id):
-                    p.labels_file = str(sync_label_store(run_id, work))
-                if ranking_tags.get("ranking_model"):  # cycle 1 has no model of its own yet
-                    ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
-                    p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
+            p.labels_file = oracle.prepare_run(run_id, work)
+            if oracle.needs_ranking_model and ranking_tags.get("ranking_model"):  # cycle 1 has no model yet
+                ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
+                p.ranking_checkpoint, p.ranking_model = str(ckpt), ranking_tags["ranking_model"]
             elif not protocol.scores_each_cycle and ranking_tags.get("ranking_model"):
                 try:  # only for pictures: without it, `picked` shows the ranking's scores alone
                     ckpt, _ = tracking.download_registered_checkpoint(ranking_tags["ranking_model"], work / "downloads")
@@ -133,14 +131,9 @@ def run_cycles(p: CycleParams) -> str:
                 except (tracking.TrackingError, OSError) as e:
                     print(f"warning: the ranking model {ranking_tags['ranking_model']} is not available ({e}); "
                           "the picked sheets show scores without detections", flush=True)
-            launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, rdzv_id=run_id, max_restarts=p.max_restarts)
+            launch = Launch(p.nproc, p.nnodes, p.rdzv_endpoint, max_restarts=p.max_restarts)
             if launch.needed:
-                worker_params = json.dumps(dataclasses.asdict(p))
-                if p.nnodes > 1:  # other nodes start their workers with exactly these (README: Scaling out)
-                    print_worker_command(PARAMS_ENV, worker_params, run_id, launch, "alod.steps.cycle")
-                elif os.environ.get("ALOD_DEBUG"):
-                    print(f"{PARAMS_ENV}={worker_params}\n{tracking.RUN_ID_ENV}={run_id}", flush=True)
-                run_workers(launch, "alod.steps.cycle", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
+                launch_workers(launch, "alod.steps.cycle", PARAMS_ENV, p, run_id)
             else:
                 cycle_worker(p)
             _describe(p, run_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -22,9 +21,8 @@ from alod.plots import score_histogram
 from alod.steps.common import (
     Launch,
     flops_per_image,
-    print_worker_command,
+    launch_workers,
     pictures_safely,
-    run_workers,
     score_pool,
 )
 
@@ -47,11 +45,7 @@ def run_rank(p: RankParams) -> str:
         pool = load_split(p.data, "train")
         with tracking.run("rank", run_name=f"rank-{p.sampler}-s{p.seed}", tags=_tags(p, pool)) as run_id:
             tracking.log_params(p.logged_params())
-            launch.rdzv_id = run_id
-            worker_params = json.dumps(dataclasses.asdict(p))
-            if p.nnodes > 1:  # other nodes start their workers with exactly these
-                print_worker_command(PARAMS_ENV, worker_params, run_id, launch, "alod.steps.rank")
-            run_workers(launch, "alod.steps.rank", {PARAMS_ENV: worker_params, tracking.RUN_ID_ENV: run_id})
+            launch_workers(launch, "alod.steps.rank", PARAMS_ENV, p, run_id)
         return run_id
     distributed.init_distributed()
     tracking.setup(p.experiment)

@@ -1,0 +1,48 @@
+"""pretrain under torchrun: the command is the launcher, as for rank and cycle (one run, rank 0 logs)."""
+
+from __future__ import annotations
+
+import torch
+
+from alod import tracking
+from alod.models import detector_from_checkpoint
+from alod.params import PretrainParams
+from alod.steps.pretrain import run_pretrain
+
+
+def _params(root, tmp_path, **kw) -> PretrainParams:
+    kw = {"weights": "none", **kw}
+    return PretrainParams(data=str(root), arch="tiny", fraction=1.0, batch_size=2, workers=0, eval_batch_size=4,
+                          experiment="alod-pretrain-launch", work_dir=str(tmp_path / "work"), **kw)
+
+
+def test_two_processes_train_one_run_and_register_its_model(tmp_path, tiny_data, sqlite_tracking):
+    root, train, _ = tiny_data
+    with sqlite_tracking(tmp_path):
+        run_id, version = run_pretrain(_params(root, tmp_path, epochs=2, nproc=2))
+        run = tracking.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["nproc"] == "2" and run.data.params["train_images"] == str(len(train.frames))
+        # every epoch logged once, by rank 0 only
+        assert sorted(tracking.metric_steps(run_id, "loss")) == [1, 2]
+        assert sorted(tracking.metric_steps(run_id, "mAP50")) == [1, 2]
+        assert version.run_id == run_id
+        champion = tracking.resolve_model_version(f"models:/{tracking.PRETRAINED_MODEL}@{tracking.CHAMPION}")
+        assert champion.version == version.version
+        registered, _ = tracking.download_registered_checkpoint(
+            f"models:/{tracking.PRETRAINED_MODEL}/{version.version}", tmp_path / "dl")
+        assert detector_from_checkpoint(registered) is not None
+
+
+def test_two_processes_register_the_starting_weights_as_they_are(tmp_path, tiny_data, sqlite_tracking):
+    from alod.starting_weights import SHIPPED
+
+    root, _, _ = tiny_data
+    with sqlite_tracking(tmp_path):
+        run_id, version = run_pretrain(_params(root, tmp_path, epochs=0, nproc=2, weights=str(SHIPPED["tiny"])))
+        assert sorted(tracking.metric_steps(run_id, "mAP50")) == [0]
+        registered, _ = tracking.download_registered_checkpoint(
+            f"models:/{tracking.PRETRAINED_MODEL}/{version.version}", tmp_path / "dl")
+        a = detector_from_checkpoint(registered).state_dict()
+        b = detector_from_checkpoint(SHIPPED["tiny"]).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
