@@ -363,3 +363,20 @@ def test_killed_node1_workers_restart_and_finish(hosts, server, root, cycled, ra
         assert history(run_id, key) == history(cycled["two"], key), key
     state = json.loads(artifact(run_id, "state/labeled.json", tmp_path / "k").read_text())
     assert state == json.loads(artifact(cycled["single"], "state/labeled.json", tmp_path / "s").read_text())
+
+
+def test_pretrain_on_two_nodes_equals_two_processes_on_one(hosts, server, root):
+    """pretrain takes the same launcher as rank and cycle: node 0's command opens the run, node 1 starts the
+    printed worker command, and two nodes x 1 process train exactly as one node x 2 processes."""
+    args = ["pretrain", "--data", str(root / "data"), "--experiment-name", EXPERIMENT, "--work-dir",
+            str(root / "work"), *TINY, "--epochs", "2", "--fraction", "0.5", "--batch-size", "2", "--register",
+            "false"]
+    one_node(hosts, server, root, "pretrain-local2", [*args, "--nproc", "2"])
+    local2 = max(runs("pretrain"), key=lambda r: r.info.start_time).info.run_id
+    before = {r.info.run_id for r in runs("pretrain")}
+    two, _, _ = two_nodes(hosts, server, root, "pretrain-2", args, "ALOD_PRETRAIN_PARAMS", "alod.steps.pretrain")
+    assert [r.info.run_id for r in runs("pretrain") if r.info.run_id not in before] == [two]  # one run
+    assert client().get_run(two).info.status == "FINISHED"
+    for key in ("loss", "mAP50", "mAP50_95"):  # each epoch once (history() asserts it), the same numbers
+        assert sorted(history(two, key)) == [1, 2], key
+        assert history(two, key) == history(local2, key), key
