@@ -168,6 +168,14 @@ def build_detector(
 # --------------------------------------------------------------------------- weights
 
 
+def training_overrides(roi_samples: int = 0) -> dict[str, int]:
+    """`build_detector` overrides for how a Faster R-CNN trains: `roi_samples` proposals sampled per
+    image for the box head (0: the architecture's own). Inference does not change."""
+    if roi_samples < 0:
+        raise ValueError(f"roi_samples must be >= 0, got {roi_samples}")
+    return {"box_batch_size_per_image": int(roi_samples)} if roi_samples else {}
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP / DataParallel."""
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model

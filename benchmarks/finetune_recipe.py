@@ -5,7 +5,8 @@ trains on the labeled images. With a few dozen images, training as from
 scratch (full learning rate, a warm-up capped at epoch 0's handful of steps)
 can end below the starting weights themselves. This benchmark measures, on a
 synthetic target pool, random labeled subsets of several sizes trained with
-each recipe (learning rate, SGD steps, frozen backbone stages, warm-up steps:
+each recipe (learning rate, SGD steps, frozen backbone stages, proposals sampled per image
+for the box head (`rois`; 0: the detector's own 128), warm-up steps:
 torchvision's linear warm-up, capped at epoch 0's length; 0: none), over seeds, on
 the *val* split (the split one may choose on), beside the zero-label model
 (the starting weights alone) and the full pool:
@@ -33,12 +34,12 @@ DEFAULT_RECIPES = ("lr=0.16,steps=150,freeze=0;lr=0.04,steps=150,freeze=0;lr=0.0
 
 
 def parse_recipe(text: str) -> dict:
-    recipe = {"lr": 0.04, "steps": 150, "freeze": 0, "epochs": 1, "warmup": 1000, "frozen_bn": 0}
+    recipe = {"lr": 0.04, "steps": 150, "freeze": 0, "epochs": 1, "warmup": 1000, "frozen_bn": 0, "rois": 0}
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = key.strip()
         if key not in recipe:
-            raise SystemExit(f"recipe {text!r}: unknown key {key!r} (lr, steps, freeze, epochs, warmup, frozen_bn)")
+            raise SystemExit(f"recipe {text!r}: unknown key {key!r} ({', '.join(recipe)})")
         recipe[key] = type(recipe[key])(float(value)) if key != "lr" else float(value)
     return recipe
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     from alod.engine.evaluate import evaluate
     from alod.engine.infer import predict_all
     from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
-    from alod.models import build_detector, freeze_backbone_stages, freeze_batchnorm
+    from alod.models import build_detector, freeze_backbone_stages, freeze_batchnorm, training_overrides
     from alod.report import markdown_table
     from alod.starting_weights import model_weights, weights_choice
     from alod.data.splits import load_split
@@ -99,7 +100,9 @@ def main(argv=None) -> int:
     def run(recipe_text: str, frames, seed: int, budget: int, curve: bool = False) -> None:
         r = parse_recipe(recipe_text)
         torch.manual_seed(seed)
-        model = build_detector("tiny", weights=weights, finetune=True)
+        # rois: proposals sampled per image for the box head (the tiny detector's default 128); the ROI
+        # head's backward dominates a CPU step, so fewer samples buy steps.
+        model = build_detector("tiny", weights=weights, finetune=True, **training_overrides(r["rois"]))
         freeze_backbone_stages(model, r["freeze"])
         if r["frozen_bn"]:
             freeze_batchnorm(model)

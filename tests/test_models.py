@@ -49,6 +49,17 @@ def test_overrides_reach_the_detector() -> None:
     assert model.alod_config["overrides"] == {"box_score_thresh": 0.3, "min_size": 360, "max_size": 640}
 
 
+def test_training_overrides_set_the_box_heads_samples_and_zero_keeps_the_architectures() -> None:
+    from alod.models import training_overrides
+
+    assert training_overrides(0) == {}
+    model = build_detector("tiny", **training_overrides(32))
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
+    assert build_detector("tiny", **training_overrides(0)).roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    with pytest.raises(ValueError, match="roi_samples"):
+        training_overrides(-1)
+
+
 def test_tiny_forward_train_and_eval() -> None:
     torch.manual_seed(0)
     model = build_detector("tiny")

@@ -36,7 +36,7 @@ from alod.engine.evaluate import evaluate
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
-from alod.models import build_detector
+from alod.models import build_detector, training_overrides
 from alod.oracles import oracle_for
 from alod.params import CycleParams
 from alod.run_folder import RunFolder
@@ -260,7 +260,8 @@ class CycleLoop:
         p = self.p
         if self.model is None or p.reset:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
-            self.model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True)
+            self.model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True,
+                                        **training_overrides(p.roi_samples))
         self.model.to(self.device)
         if self.main and cycle == 1:
             # Step 0 of the image slider (where MLflow's image charts start): the starting weights on the

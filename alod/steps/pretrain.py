@@ -21,7 +21,7 @@ from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
-from alod.models import build_detector, save_checkpoint
+from alod.models import build_detector, save_checkpoint, training_overrides
 from alod.params import PretrainParams
 from alod.run_folder import RunFolder
 from alod.starting_weights import model_weights, weights_choice
@@ -97,7 +97,8 @@ def _pretrain(p: PretrainParams, run_id: str, train, frames, *, restartable: boo
     if p.resume_run_id and not ckpt.is_file() and distributed.is_main_process():
         print(f"note: no checkpoint of run {run_id} in {run_dir}: training starts again at epoch 1", flush=True)
     torch.manual_seed(p.seed)
-    model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True).to(device)
+    model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True,
+                           **training_overrides(p.roi_samples)).to(device)
     config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
                          workers=p.workers, device=str(device), clip_grad_norm=10.0,
                          amp=device.type == "cuda")  # bf16 autocast on GPUs

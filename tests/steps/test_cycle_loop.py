@@ -149,3 +149,13 @@ def test_pictures_of_every_cycle_are_drawn_through_the_hook(run):
                                                 for step in (0, 1, 2))
     figures = set(run.tracker.artifacts[RUN])
     assert "plots/cycle_002/score_histogram.png" in figures and "plots/cycle_001/ap50_per_class.png" in figures
+
+
+def test_roi_samples_reach_the_trained_detector_and_its_checkpoint(run):
+    from alod.models import detector_from_checkpoint
+
+    run.go(run.params(cycles=1, roi_samples=8))
+    child = run.tracker.find_child_run(RUN, {"alod.cycle": 1})
+    model = detector_from_checkpoint(run.tracker.artifacts[child]["checkpoints/cycle_001.pt"])
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 8
+    assert model.alod_config["overrides"] == {"box_batch_size_per_image": 8}
