@@ -48,7 +48,7 @@ STOPPED_TAG = "alod.stopped_early"  # set when stop_when_flat ended the run befo
 
 
 def cycles(p: CycleParams, device: torch.device, train, val, ranking, run_dir: Path,
-                    hooks: CycleHooks | None = None) -> None:
+           hooks: CycleHooks | None = None) -> None:
     """Cycles `completed + 1 .. p.cycles` of run `p.run_id` (or until the stopping rule, or a `files`
     cycle that waits for labels). `train`, `val`: the splits (`alod.data.splits.load_split`)."""
     loop = CycleLoop.resume(p, device, train, val, ranking, run_dir, hooks or CycleHooks())
