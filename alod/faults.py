@@ -33,6 +33,12 @@ def maybe_fail(point: str, cycle: int | str) -> None:
         os._exit(137)
 
 
+def at_point(point: str, cycle: int | str) -> None:
+    """A named point of the cycle loop: `ALOD_DELAY` sleeps there, `ALOD_FAULT` kills there."""
+    maybe_delay(point)
+    maybe_fail(point, cycle)
+
+
 def maybe_delay(point: str) -> None:
     spec = os.environ.get("ALOD_DELAY")
     if not spec:

@@ -140,13 +140,15 @@ def test_two_imports_into_one_run_at_once(root, tmp_path):
 
 def test_two_main_runs_in_one_experiment(root):
     """Main B starts while main A's cycle run is still running: B reuses A's finished pretrain and rank
-    runs, never A's running cycle run, and both comparisons end complete and equal."""
+    runs, never A's running cycle run, and both comparisons end complete and equal. ALOD_DELAY holds A
+    after each cycle's metrics, so that A's cycle run is still running when B decides what to reuse
+    (without it, a fast A could finish first and B would rightly reuse it)."""
     exp_name = "alod-concurrency-main"
     args = ["run", "--data", str(root / "data"), *TINY, "--samplers", "random", "--seeds", "0",
             "--pretrain-epochs", "0", "--epochs", "1", "--min-iterations", "6", "--cycles", "2",
             "--per-cycle", "6", "--batches", "2", "--batch-images", "16", "--experiment-name", exp_name,
             "--work-dir", str(root / "work-main")]
-    a = start(root, *args)
+    a = start(root, *args, env={"ALOD_DELAY": "after_metrics:15"})
     deadline = time.monotonic() + 300
     running = []
     while not running and time.monotonic() < deadline and a.poll() is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alod import tracking
-from alod.faults import maybe_fail
+from alod.faults import at_point
 from alod.steps.common import pictures_safely
 
 
@@ -163,8 +163,8 @@ def skip_pictures(draw: Callable[[], None]) -> None:
 @dataclass
 class CycleHooks:
     """Where the cycle loop reports: `tracker`, `pictures(draw)` (draws and logs, never fails the
-    step) and `fault(point, cycle)` (the crash tests' kill points, `alod.faults`)."""
+    step) and `fault(point, cycle)` (the crash and concurrency tests' kill and delay points, `alod.faults`)."""
 
     tracker: Any = field(default_factory=MlflowTracker)
     pictures: Callable[[Callable[[], None]], None] = pictures_safely
-    fault: Callable[[str, int], None] = maybe_fail
+    fault: Callable[[str, int], None] = at_point
