@@ -18,7 +18,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from alod.tracking import CHAMPION, DEFAULT_EXPERIMENT, PRETRAINED_MODEL
+from alod.names import CHAMPION, DEFAULT_EXPERIMENT, PRETRAINED_MODEL
 
 META_KEY = "alod"
 
@@ -184,6 +184,24 @@ class StepParams:
 
 # --------------------------------------------------------------------------- the steps' parameters
 
+
+@dataclass
+class BuildSettings:
+    """The recipe of the shipped weights (`alod build-weights` options, same defaults;
+    `alod.starting_weights.build_starting_weights` follows it)."""
+
+    arch: str = "tiny"
+    images: int = 2000  # source training images
+    val: int = 300  # source val and target val images (each) for the reported quality
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 0.16  # for a total batch of 16 (0.04 at batch 4)
+    data_seed: int = 1000  # its target val split stays apart from the demo and benchmark data (small seeds)
+    seed: int = 0
+    workers: int = 0
+    threads: int = 0  # torch threads (0: torch's default)
+
+
 ORACLES = ("simulated", "files")
 
 
@@ -337,6 +355,10 @@ class MainParams(StepParams):
     weights: str | None = shared("weights", help="weights pretrain and every cycle start from: "
                                                  + SHARED["weights"][1]["help"])
     nproc: int = shared("nproc")
+    jobs: int = param(1, "rank and cycle runs of different samplers and seeds side by side, in this many "
+                         "processes on this machine, the torch threads split among them (on a CPU a training "
+                         "process keeps about 1.2 of 2 cores busy); 1: one after another. Not with nproc > 1",
+                      resumable=True, minimum=1)
     workers: int = shared("workers")
     auto_samplers: str = shared("auto_samplers")
     target_map50: float = shared("target_map50")

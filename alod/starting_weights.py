@@ -24,7 +24,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from alod.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from alod.params import BuildSettings  # declared with the other parameters
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Architecture -> the file alod ships for it.
@@ -109,22 +110,6 @@ def provenance(path: str | Path) -> dict:
 
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-@dataclass
-class BuildSettings:
-    """The recipe of the shipped weights (`alod build-weights` options, same defaults)."""
-
-    arch: str = "tiny"
-    images: int = 2000  # source training images
-    val: int = 300  # source val and target val images (each) for the reported quality
-    epochs: int = 10
-    batch_size: int = 4
-    lr: float = 0.16  # for a total batch of 16 (0.04 at batch 4)
-    data_seed: int = 1000  # its target val split stays apart from the demo and benchmark data (small seeds)
-    seed: int = 0
-    workers: int = 0
-    threads: int = 0  # torch threads (0: torch's default)
 
 
 def build_starting_weights(out: str | Path, settings: BuildSettings, *, work: str | Path | None = None,

@@ -24,16 +24,18 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from alod.engine.distributed import is_main_process
+from alod.names import (  # noqa: F401 (re-exported: tracking.CHAMPION etc.)
+    CHAMPION,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_TRACKING_URI,
+    DETECTOR_MODEL,
+    PRETRAINED_MODEL,
+    RUN_ID_ENV,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "alod"
-PRETRAINED_MODEL = "alod-pretrained"
-DETECTOR_MODEL = "alod-detector"
-CHAMPION = "champion"
-RUN_ID_ENV = "ALOD_RUN_ID"  # how torchrun workers learn the run that rank 0 writes to
 PYFUNC_FILE = Path(__file__).resolve().parent / "pyfunc_detector.py"
 _PYFUNC_REQUIREMENTS = ["torch", "torchvision", "numpy", "pandas", "pillow"]
 
@@ -326,15 +328,25 @@ def promote_if_better(name: str, version: str | int, metric: str, value: float,
     if not is_main_process():
         return False
     client = MlflowClient()
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-        best = float(current.tags.get(metric, "nan"))
-    except MlflowException:
-        best = float("nan")
-    if math.isnan(best) or value > best:
+
+    def holder() -> tuple[str | None, float]:
+        try:
+            current = client.get_model_version_by_alias(name, alias)
+            return str(current.version), float(current.tags.get(metric, "nan"))
+        except MlflowException:
+            return None, float("nan")
+
+    _now, best = holder()
+    if not (math.isnan(best) or value > best):
+        return False
+    # Runs side by side (`alod run --jobs`, two commands) may read the holder at the same moment: the
+    # one that set the alias last wins, so look again and take it back from a worse version.
+    for _attempt in range(5):
         set_alias(name, alias, version)
-        return True
-    return False
+        now, best = holder()
+        if now == str(version) or not (math.isnan(best) or value > best):
+            break
+    return now == str(version)
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

@@ -23,7 +23,7 @@ _HELP = {
 
 
 def _settings_options(f):
-    from alod.starting_weights import BuildSettings
+    from alod.params import BuildSettings
 
     for field in reversed(dataclasses.fields(BuildSettings)):
         f = click.option(f"--{field.name.replace('_', '-')}", field.name, type=type(field.default),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from alod.tracking import CHAMPION, DETECTOR_MODEL
+from alod.names import CHAMPION, DETECTOR_MODEL
 from entrypoints.options import friendly_errors
 
 

@@ -498,6 +498,41 @@ def test_main_runs_sampler_auto_with_forecasts(store):
     assert sorted(tracking_metric(rid, "mAP50")) == [1, 2, 3]
 
 
+def test_main_runs_samplers_side_by_side_with_jobs(store, tmp_path):
+    """`--jobs 2`: the two samplers' rank and cycle runs run at the same time in two processes, each line
+    they print says whose it is, and main compares them as it does one after another."""
+    args = [sys.executable, "-m", "entrypoints.cli", "run", "--data", str(store / "data"), "--arch", "tiny", "--samplers", "random,boxcount", "--seeds", "0",
+            "--pretrain-epochs", "0", "--epochs", "1", "--lr", "0.04", "--cycles", "2", "--per-cycle", "6",
+            "--batches", "3", "--batch-images", "16", "--workers", "0", "--jobs", "2",
+            "--experiment-name", "alod-jobs-test", "--work-dir", str(store / "work")]
+    # a real process: the job processes write to the terminal it inherited, which CliRunner does not capture
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for sampler in ("random", "boxcount"):
+        assert f"[{sampler}, seed 0] cycle 2/2: 12 labeled images, mAP50" in result.stdout
+    assert "labels_to_random_final" in result.stdout
+    experiment = client().get_experiment_by_name("alod-jobs-test").experiment_id
+    cycles = client().search_runs([experiment], filter_string="tags.`alod.step` = 'cycle'")
+    assert sorted(r.data.tags["alod.sampler"] for r in cycles) == ["boxcount", "random"]
+    assert all(r.info.status == "FINISHED" for r in cycles)
+    a, b = (r.info for r in cycles)
+    assert a.start_time < b.end_time and b.start_time < a.end_time  # side by side, not one after another
+    for r in cycles:
+        assert sorted(tracking_metric(r.info.run_id, "mAP50")) == [1, 2]
+        assert sorted(_labeled_state(r.info.run_id, tmp_path / r.info.run_id).values()) == [1] * 6 + [2] * 6
+
+
+def test_jobs_and_nproc_together_are_refused(store):
+    from entrypoints.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--data", str(store / "data"), "--arch", "tiny", "--jobs", "2",
+                                      "--nproc", "2", "--experiment-name", "alod-jobs-test",
+                                      "--work-dir", str(store / "work")])
+    assert result.exit_code != 0
+    assert "choose one of the two" in result.output and "Traceback" not in result.output
+
+
 def test_auto_choices_and_an_early_stop_survive_a_kill(pipeline, store):
     """killed after auto chose cycle 3's sampler but before it picked: the resume keeps that choice;
     stop_when_flat (a threshold nothing passes) ends the run after cycle 4, the first with a band, and

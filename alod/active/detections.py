@@ -47,6 +47,7 @@ from alod.engine.infer import inference_loader
 from alod.active.samplers import mutual_information_of
 from alod.engine.distributed import resolve_device
 from alod.models import unwrap
+from alod.engine import progress_bars
 
 TTA_AUGMENTATIONS = ("hflip",)
 
@@ -276,7 +277,8 @@ def predict_detailed(
     nb = device.type == "cuda"
     options = {"detection_features": detection_features, "stochastic_passes": stochastic_passes,
                "dropout": dropout, "keep_passes": keep_passes}
-    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress, mininterval=2.0) as bar:
+    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress_bars(progress),
+              mininterval=2.0) as bar:
         for step, (images, targets) in enumerate(loader):
             batch = [im.to(device, non_blocking=nb) for im in images]
             # dropout masks: reproducible for (seed, batch), fresh for every batch

@@ -22,6 +22,7 @@ from alod.data.frames import Frame
 from alod.engine import distributed
 from alod.engine.distributed import resolve_device
 from alod.models import unwrap
+from alod.engine import progress_bars
 
 
 @dataclass
@@ -71,7 +72,8 @@ def predict(
     loader = inference_loader(dataset, device=device, batch_size=batch_size, workers=workers)
     model = unwrap(model).to(device).eval()
     nb = device.type == "cuda"
-    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress, mininterval=2.0) as bar:
+    with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress_bars(progress),
+              mininterval=2.0) as bar:
         batches = iter(loader)
         while True:
             t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from alod.data.dataset import GroupedBatchSampler, aspect_ratio_groups, collate_
 from alod.engine.distributed import all_gather_object, get_env, is_initialized, is_main_process, resolve_device
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.models import checkpoint_safe, load_checkpoint, load_state_strict, save_checkpoint, unwrap
+from alod.engine import progress_bars
 
 # The loss terms torchvision's Faster R-CNN returns. Training sums whatever dict a detector returns;
 # these names only stand in until the first step has shown the detector's own.
@@ -252,7 +253,8 @@ class _ProgressBar:
             total = None
         self.epoch = epoch
         self.t0 = self.last_show = time.perf_counter()
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not enabled, mininterval=2.0)
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}", unit="it", disable=not progress_bars(enabled),
+                        mininterval=2.0)
 
     def step(self, sums: torch.Tensor, images_seen: int, keys: tuple[str, ...], optimizer) -> None:
         self.bar.update(1)

@@ -6,7 +6,13 @@ parameters and code version is reused instead of run again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from alod import tracking
@@ -47,6 +53,77 @@ def run_step(step: str, params, *, fresh: bool = False) -> tuple[str, bool]:
                         lambda: _detached(STEP_RUNNERS[step], params), fresh=fresh)
 
 
+class StepJobs:
+    """Runs a list of steps one after another (jobs=1) or side by side in `jobs` spawned processes on
+    this machine, each with its share of the torch threads and its output prefixed by what it runs
+    (steps with identical logged parameters then run once: `auto` and `random` share a ranking)."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.pool = None
+
+    def __enter__(self) -> "StepJobs":
+        if self.jobs > 1:
+            import torch
+
+            threads = max(1, torch.get_num_threads() // self.jobs)
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_job_process, initargs=(threads,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            # On an error or Ctrl-C nothing queued starts; running steps end (or die with the signal) first.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, step: str, params_list: list) -> list[str]:
+        """The run id of each step, in order."""
+        if self.pool is None:  # one after another: a repeated step finds the finished run and reuses it
+            return [run_step(step, params)[0] for params in params_list]
+        unique: dict[str, object] = {}
+        for params in params_list:
+            unique.setdefault(_params_key(params), params)
+        futures = {key: self.pool.submit(_run_step_job, step, params) for key, params in unique.items()}
+        # In submission order: the first failure raises (the others are cancelled or finish).
+        ids = {key: future.result() for key, future in futures.items()}
+        return [ids[_params_key(params)] for params in params_list]
+
+
+def _params_key(params) -> str:
+    return type(params).__name__ + repr(sorted(params.logged_params().items()))
+
+
+def _start_job_process(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    # Bars of processes side by side would overwrite each other; every cycle still prints its line.
+    os.environ["ALOD_PROGRESS"] = "0"
+
+
+def _run_step_job(step: str, params) -> str:
+    with contextlib.redirect_stdout(_PrefixedLines(sys.stdout, f"[{params.sampler}, seed {params.seed}] ")):
+        return run_step(step, params)[0]
+
+
+class _PrefixedLines(io.TextIOBase):
+    """A text stream that writes whole lines to `stream`, each behind `prefix`."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.partial = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            self.stream.write(self.prefix + line + "\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def pretrained_model_uri(pretrain_run_id: str) -> str:
     """The registry URI of the model a pretrain run registered (what `rank` loads)."""
     version = tracking.registered_version_of_run(tracking.PRETRAINED_MODEL, pretrain_run_id)
@@ -58,6 +135,9 @@ def run_main(p: MainParams) -> str:
     if AUTO in p.samplers and p.protocol != "pool":
         raise ValueError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
                          "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
+    if p.jobs > 1 and p.nproc > 1:
+        raise ValueError(f"jobs {p.jobs} runs steps side by side in processes of this machine, nproc {p.nproc} "
+                         "runs each step in several: choose one of the two")
     experiment_id = tracking.setup(p.experiment)
     if experiment_id is not None:
         # Under `mlflow run` the main run already exists in the experiment MLflow chose (its
@@ -74,6 +154,7 @@ def run_main(p: MainParams) -> str:
             used.append((step, what, run_id))
             return run_id
 
+        chains = []  # (seed, sampler, rank params): one rank + cycle chain each
         for seed in p.seeds:
             pre = p.subset_for(PretrainParams, epochs=p.pretrain_epochs, seed=seed)
             pre_id = linked("pretrain", run_step("pretrain", pre)[0], f"seed {seed}")
@@ -81,12 +162,16 @@ def run_main(p: MainParams) -> str:
             model_uri = pretrained_model_uri(pre_id)
             for sampler in p.samplers:
                 # `auto` (pool only) picks cycle 1 at random and scores with its arms later: rank as random does
-                rank = p.subset_for(RankParams, model_uri=model_uri, sampler="random" if sampler == AUTO else sampler,
-                                    seed=seed)
-                rank_id = linked("rank", run_step("rank", rank)[0], f"{sampler}, seed {seed}")
-                cyc = p.subset_for(CycleParams, ranking=rank_id, sampler=sampler, seed=seed)
-                cycle_id = linked("cycle", run_step("cycle", cyc)[0], f"{sampler}, seed {seed}")
-                cycle_runs.append(cycle_id)
+                chains.append((seed, sampler, p.subset_for(RankParams, model_uri=model_uri, seed=seed,
+                                                           sampler="random" if sampler == AUTO else sampler)))
+        with StepJobs(p.jobs) as jobs:
+            rank_ids = jobs.run("rank", [rank for _seed, _sampler, rank in chains])
+            for (seed, sampler, _rank), rank_id in zip(chains, rank_ids):
+                linked("rank", rank_id, f"{sampler}, seed {seed}")
+            cycle_ids = jobs.run("cycle", [p.subset_for(CycleParams, ranking=rank_id, sampler=sampler, seed=seed)
+                                           for (seed, sampler, _rank), rank_id in zip(chains, rank_ids)])
+        for (seed, sampler, _rank), cycle_id in zip(chains, cycle_ids):
+            cycle_runs.append(linked("cycle", cycle_id, f"{sampler}, seed {seed}"))
         curves = tracking.cycle_curves(p.experiment)
         curves = curves[curves["run_id"].isin(cycle_runs)]
         table, png = write_comparison(curves, RunFolder(p.work_dir, main_id) / "compare", log=True)

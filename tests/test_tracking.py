@@ -1,0 +1,57 @@
+"""alod.tracking against a real SQLite store: the champion alias."""
+
+from __future__ import annotations
+
+import pytest
+
+from alod import tracking
+
+MODEL = "alod-detector-test"
+
+
+@pytest.fixture()
+def registry(tmp_path, sqlite_tracking):
+    from mlflow import MlflowClient
+
+    with sqlite_tracking(tmp_path):
+        client = MlflowClient()
+        client.create_registered_model(MODEL)
+
+        def version(mAP50: float) -> str:
+            v = client.create_model_version(MODEL, source=str(tmp_path), tags={"mAP50": str(mAP50)})
+            return str(v.version)
+
+        yield client, version
+
+
+def champion(client) -> str:
+    return str(client.get_model_version_by_alias(MODEL, tracking.CHAMPION).version)
+
+
+def test_champion_moves_only_to_a_better_version(registry):
+    client, version = registry
+    first, worse, better = version(0.30), version(0.20), version(0.40)
+    assert tracking.promote_if_better(MODEL, first, "mAP50", 0.30)
+    assert not tracking.promote_if_better(MODEL, worse, "mAP50", 0.20)
+    assert champion(client) == first
+    assert tracking.promote_if_better(MODEL, better, "mAP50", 0.40)
+    assert champion(client) == better
+
+
+def test_a_worse_version_set_at_the_same_moment_does_not_keep_the_champion(registry, monkeypatch):
+    """Two runs side by side both read 'no champion yet'; the worse one's alias lands right after the
+    better one's. The better one looks again and takes the alias back."""
+    client, version = registry
+    better, worse = version(0.40), version(0.20)
+    original = tracking.set_alias
+    raced = []
+
+    def set_alias_then_the_other_run_sets_its_own(name, alias, v):
+        original(name, alias, v)
+        if not raced:
+            raced.append(v)
+            original(name, alias, worse)  # the other process, which read the holder before either set
+
+    monkeypatch.setattr(tracking, "set_alias", set_alias_then_the_other_run_sets_its_own)
+    assert tracking.promote_if_better(MODEL, better, "mAP50", 0.40)
+    assert champion(client) == better
