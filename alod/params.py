@@ -131,6 +131,17 @@ def shared(name: str, **changes: Any) -> Any:
     return param(default, **{**spec, **changes})
 
 
+def argparse_kwargs(name: str, **changes: Any) -> dict[str, Any]:
+    """`add_argument` keywords (type, default, help) of a SHARED parameter, for the benchmarks' argparse
+    command lines: declared once here, as for click. `changes`: that script's own default or help."""
+    default, spec = SHARED[name]
+    default = changes.pop("default", default)
+    kwargs: dict[str, Any] = {"default": default, "help": changes.pop("help", spec["help"]).replace("%", "%%")}
+    if default is not None and not isinstance(default, bool):
+        kwargs["type"] = type(default)
+    return {**kwargs, **changes}
+
+
 def option_name(name: str, spec: ParamInfo) -> str:
     """The command-line option of a parameter: --field-name unless declared otherwise."""
     return spec.option or "--" + name.replace("_", "-")
@@ -356,8 +367,9 @@ class MainParams(StepParams):
                                                  + SHARED["weights"][1]["help"])
     nproc: int = shared("nproc")
     jobs: int = param(1, "rank and cycle runs of different samplers and seeds side by side, in this many "
-                         "processes on this machine, the torch threads split among them (on a CPU a training "
-                         "process keeps about 1.2 of 2 cores busy); 1: one after another. Not with nproc > 1",
+                         "processes on this machine, the torch threads split among them (one CPU training "
+                         "process leaves cores idle: the demo ran 1.3x faster with 2 jobs on 2 cores); 1: one "
+                         "after another. Not with nproc > 1",
                       resumable=True, minimum=1)
     workers: int = shared("workers")
     auto_samplers: str = shared("auto_samplers")

@@ -71,6 +71,7 @@ import torch
 
 from alod import tracking
 from alod.engine.infer import predict_all
+from alod.params import SHARED, argparse_kwargs
 from alod.report import curve_auc, labels_to_reach, markdown_table
 from alod.data.splits import load_split
 
@@ -136,24 +137,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--tune-epochs", default=None,
                        help="comma-separated candidates: train the full pool with each (seed of --seeds' first), "
                             "keep the one with the best *val* mAP50 for the reference")
-    train.add_argument("--roi-samples", type=int, default=0,
-                       help="proposals sampled per image for the box head (0: the detector's own; tiny 128); "
-                            "32: a tiny detector's step 1.5-1.7x faster (README: Fine-tuning recipe)")
+    train.add_argument("--roi-samples", **argparse_kwargs("roi_samples"))
     train.add_argument("--warm-start-samplers",
                        help="comma-separated samplers also run with the detector kept between cycles (pool protocol)")
     train.add_argument("--warm-start-iterations", type=int, help="SGD steps per warm-started cycle")
-    train.add_argument("--arch", default="tiny")
-    train.add_argument("--weights", default=None,
-                       help="starting weights for every cycle and the references (default: the arch's shipped "
-                            "ones; 'none': random init)")
-    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--arch", **argparse_kwargs("arch", default="tiny"))
+    train.add_argument("--weights", **argparse_kwargs(
+        "weights", help="starting weights for every cycle and the references: " + SHARED["weights"][1]["help"]))
+    train.add_argument("--batch-size", **argparse_kwargs("batch_size"))
     train.add_argument("--lr", type=float, help="for a total batch of 16 (scaled: 0.01 at batch 4 for 0.04)")
-    train.add_argument("--eval-batch-size", type=int, default=8)
-    train.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    train.add_argument("--eval-batch-size", **argparse_kwargs("eval_batch_size"))
+    train.add_argument("--workers", **argparse_kwargs("workers", default=0))
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     train.add_argument("--target", type=float, default=0.95, help="fraction of the full-pool mAP50 to reach")
-    train.add_argument("--auto-samplers", default="random,entropy,boxcount",
-                       help="sampler `auto` (in --samplers; pool protocol only): the samplers its bandit chooses among")
+    train.add_argument("--auto-samplers", **argparse_kwargs("auto_samplers"))
     train.add_argument("--fresh", action="store_true", help="never reuse finished runs")
     args = parser.parse_args(argv)
     preset = SMALL if args.small else FROM_SCRATCH if args.from_scratch else TRANSFER

@@ -97,3 +97,19 @@ def test_cli_options_are_the_declared_parameters_with_their_defaults(command, cl
 def test_declared_minimum_is_enforced_with_a_clear_message() -> None:
     result = CliRunner().invoke(cli, ["cycle", "--cycles", "0"])
     assert result.exit_code == 2 and "--cycles" in result.output and ">=1" in result.output
+
+
+def test_every_shared_parameter_makes_an_argparse_argument():
+    """The benchmarks' command lines take SHARED declarations as they are (a `%` in a help text would
+    break argparse's --help) with their own default where they say so."""
+    import argparse
+
+    from alod.params import SHARED, argparse_kwargs
+
+    parser = argparse.ArgumentParser()
+    for name in SHARED:
+        parser.add_argument("--" + name.replace("_", "-"), **argparse_kwargs(name))
+    assert "proposals sampled per image" in parser.format_help()
+    args = parser.parse_args(["--roi-samples", "32", "--lr", "0.04"])
+    assert args.roi_samples == 32 and args.lr == 0.04 and args.weights is None and args.epochs == SHARED["epochs"][0]
+    assert argparse_kwargs("workers", default=0)["default"] == 0

@@ -97,8 +97,10 @@ def _start_job_process(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    # Bars of processes side by side would overwrite each other; every cycle still prints its line.
+    # Bars of processes side by side would overwrite each other (MLflow's artifact downloads too);
+    # every cycle still prints its line.
     os.environ["ALOD_PROGRESS"] = "0"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
 def _run_step_job(step: str, params) -> str:
