@@ -33,12 +33,12 @@ test-fast: setup
 # The embedded default: synthetic BDD100K-format target scenes, the tiny CPU detector starting
 # from its shipped weights (trained on the synthetic source domain), local SQLite tracking, the
 # study's protocol (pretrain: the starting weights as they are; rank from the registry; cycles
-# that reset to the starting weights), random against entropy.
+# that reset to the starting weights), random against entropy, the two side by side (--jobs 2).
 demo: setup
 	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0
 	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,entropy --seeds 0 \
-		--pretrain-epochs 0 --epochs 1 --min-iterations 200 --roi-samples 32 --batch-size 4 --lr 0.04 \
-		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --workers 0 --experiment-name alod-demo
+		--pretrain-epochs 0 --epochs 1 --min-iterations 250 --roi-samples 32 --batch-size 4 --lr 0.04 \
+		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --workers 0 --jobs 2 --experiment-name alod-demo
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 	@echo "then http://127.0.0.1:5000 -> experiment alod-demo -> Training runs -> search tags.\`alod.step\` = 'cycle' -> Chart view (mAP50 by step; README: Comparing samplers)."

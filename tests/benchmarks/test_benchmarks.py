@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 def test_throughput_table_has_every_row(capsys, load_benchmark):
@@ -26,3 +28,12 @@ def test_study_projection_counts_every_epoch(load_benchmark):
     assert ranked == 70_000
     # pretrain 49 000 x 50 + cycles (1..13 thousand images) x 50 epochs
     assert train == 49_000 * 50 + 91_000 * 50
+
+
+@pytest.mark.slow
+def test_main_jobs_compares_one_after_another_with_side_by_side(capsys, load_benchmark):
+    load_benchmark("main_jobs").main(["--train", "24", "--val", "8", "--cycles", "1", "--per-cycle", "4",
+                                      "--min-iterations", "2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00x"
+    assert all(re.fullmatch(r"0\.\d{4}", cell.strip()) for row in rows for cell in row.split("|")[4:6])
