@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from mlflow import MlflowClient
+
+from alod.params import argparse_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,20 +39,18 @@ def run_main(root: Path, data: Path, jobs: int, args) -> tuple[float, dict[str, 
            "--batch-size", "4", "--lr", "0.04", "--cycles", str(args.cycles), "--per-cycle", str(args.per_cycle),
            "--batches", str(args.cycles), "--batch-images", str(args.train // args.cycles), "--workers", "0",
            "--jobs", str(jobs), "--experiment-name", "alod-jobs-benchmark", "--work-dir", str(folder / "work")]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"alod run --jobs {jobs} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    table = proc.stdout.split("samplers compared", 1)[1].split("\n\n", 1)[0]
-    finals = {}
-    for line in table.splitlines()[2:]:
-        cells = line.split()
-        if len(cells) > 2 and re.fullmatch(r"[0-9.]+", cells[2]):
-            finals[cells[0]] = float(cells[1 + args.cycles])  # sampler, seeds, mAP50 at each budget
-    return seconds, finals
+    main_run = re.findall(r"main run ([0-9a-f]+)", proc.stdout)[-1]
+    # main logs each sampler's final mAP50 (mean over seeds) on its own run: `final_mAP50.<sampler>`
+    metrics = MlflowClient(tracking_uri=uri).get_run(main_run).data.metrics
+    return seconds, {key.split(".", 1)[1]: value for key, value in metrics.items() if key.startswith("final_mAP50.")}
 
 
 def main(argv=None) -> None:
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--per-cycle", type=int, default=20)
     parser.add_argument("--min-iterations", type=int, default=100)
-    parser.add_argument("--roi-samples", type=int, default=32)
+    parser.add_argument("--roi-samples", **argparse_kwargs("roi_samples", default=32))
     args = parser.parse_args(argv)
     from alod.data.synthetic import write_dataset
 
