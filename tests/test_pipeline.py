@@ -523,6 +523,31 @@ def test_main_runs_samplers_side_by_side_with_jobs(store, tmp_path):
         assert sorted(_labeled_state(r.info.run_id, tmp_path / r.info.run_id).values()) == [1] * 6 + [2] * 6
 
 
+def test_a_killed_job_process_is_a_clear_error_and_a_rerun_reuses_what_finished(store, tmp_path):
+    """`--jobs 2`, one job process killed in cycle 1 (as the kernel's OOM killer would): main ends with an
+    error that names the unfinished steps and what to do, no traceback; the same command again reuses
+    the finished pretrain and rank runs and completes both cycles."""
+    args = [sys.executable, "-m", "entrypoints.cli", "run", "--data", str(store / "data"), "--arch", "tiny",
+            "--samplers", "random,boxcount", "--seeds", "0", "--pretrain-epochs", "0", "--epochs", "1",
+            "--lr", "0.04", "--cycles", "1", "--per-cycle", "6", "--batches", "3", "--batch-images", "16",
+            "--workers", "0", "--jobs", "2", "--experiment-name", "alod-jobs-kill-test",
+            "--work-dir", str(store / "work")]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    killed = subprocess.run(args, cwd=REPO, env={**env, "ALOD_FAULT": "after_train:1",
+                                                 "ALOD_FAULT_ONCE": str(tmp_path / "fired")},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 1, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert "a cycle job process ended abruptly" in killed.stderr
+    assert "unfinished cycle steps: " in killed.stderr and "seed 0" in killed.stderr
+    assert "Run the same command again" in killed.stderr and "Traceback" not in killed.stderr
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert rerun.stdout.count("reusing finished rank run") == 2
+    assert "reusing finished pretrain run" in rerun.stdout
+    experiment = client().get_experiment_by_name("alod-jobs-kill-test").experiment_id
+    finished = client().search_runs([experiment], filter_string="tags.`alod.step` = 'cycle' and status = 'FINISHED'")
+    assert sorted(r.data.tags["alod.sampler"] for r in finished) == ["boxcount", "random"]
+
 def test_jobs_and_nproc_together_are_refused(store):
     from entrypoints.cli import cli
 

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from alod import tracking
@@ -85,7 +86,22 @@ class StepJobs:
             unique.setdefault(_params_key(params), params)
         futures = {key: self.pool.submit(_run_step_job, step, params) for key, params in unique.items()}
         # In submission order: the first failure raises (the others are cancelled or finish).
-        ids = {key: future.result() for key, future in futures.items()}
+        ids = {}
+        for key, future in futures.items():
+            try:
+                ids[key] = future.result()
+            except BrokenProcessPool as e:
+                # The pool kills every other job process too: name all steps left unfinished.
+                unfinished = [_job_label(unique[k]) for k, f in futures.items()
+                              if k not in ids and (f.cancelled() or f.exception() is not None)]
+                raise RuntimeError(
+                    f"a {step} job process ended abruptly (killed by a signal, or out of memory) and took the "
+                    f"other jobs down with it; unfinished {step} steps: {'; '.join(unfinished)} (runs they had "
+                    "started are left RUNNING in MLflow). Run the same command again: every step that finished is reused, "
+                    "the others start over (fewer --jobs need less memory)") from e
+            except Exception:
+                print(f"{step} for {_job_label(unique[key])} failed:", file=sys.stderr, flush=True)
+                raise
         return [ids[_params_key(params)] for params in params_list]
 
 
@@ -103,8 +119,12 @@ def _start_job_process(threads: int) -> None:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
+def _job_label(params) -> str:
+    return f"{params.sampler}, seed {params.seed}"
+
+
 def _run_step_job(step: str, params) -> str:
-    with contextlib.redirect_stdout(_PrefixedLines(sys.stdout, f"[{params.sampler}, seed {params.seed}] ")):
+    with contextlib.redirect_stdout(_PrefixedLines(sys.stdout, f"[{_job_label(params)}] ")):
         return run_step(step, params)[0]
 
 
