@@ -19,7 +19,7 @@ def _params(root, tmp_path, **kw) -> PretrainParams:
 def test_two_processes_train_one_run_and_register_its_model(tmp_path, tiny_data, sqlite_tracking):
     root, train, _ = tiny_data
     with sqlite_tracking(tmp_path):
-        run_id, version = run_pretrain(_params(root, tmp_path, epochs=2, nproc=2))
+        run_id, version = run_pretrain(_params(root, tmp_path, epochs=2, nproc=2, roi_samples=8))
         run = tracking.get_run(run_id)
         assert run.info.status == "FINISHED"
         assert run.data.params["nproc"] == "2" and run.data.params["train_images"] == str(len(train.frames))
@@ -31,7 +31,11 @@ def test_two_processes_train_one_run_and_register_its_model(tmp_path, tiny_data,
         assert champion.version == version.version
         registered, _ = tracking.download_registered_checkpoint(
             f"models:/{tracking.PRETRAINED_MODEL}/{version.version}", tmp_path / "dl")
-        assert detector_from_checkpoint(registered) is not None
+        model = detector_from_checkpoint(registered)
+        # --roi-samples reaches the workers torchrun starts, and the registered model remembers it
+        assert run.data.params["roi_samples"] == "8"
+        assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 8
+        assert model.alod_config["overrides"] == {"box_batch_size_per_image": 8}
 
 
 def test_two_processes_register_the_starting_weights_as_they_are(tmp_path, tiny_data, sqlite_tracking):
