@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from alod.params import argparse_kwargs
+
 DEFAULT_RECIPES = ("lr=0.16,steps=150,freeze=0;lr=0.04,steps=150,freeze=0;lr=0.01,steps=150,freeze=0;"
                    "lr=0.04,steps=150,freeze=2;lr=0.04,steps=75,freeze=0")
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full-pool", default="lr=0.04,steps=750,freeze=0",
                         help="recipe for the full-pool model ('' to skip)")
     parser.add_argument("--weights", default=None, help="starting weights (default: the shipped tiny ones)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", **argparse_kwargs("batch_size"))
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--full-pool-curve", action="store_true",
                         help="also score val after every epoch of the full-pool run (its learning curve; "

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from alod.params import argparse_kwargs
+
 STUDY = {"pool": 70_000, "pretrain_fraction": 0.7, "epochs": 50, "cycles": 13, "per_cycle": 1_000}
 
 
@@ -82,12 +84,12 @@ def worker(args) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nproc", default="1,2")
-    parser.add_argument("--arch", default="tiny")
+    parser.add_argument("--arch", **argparse_kwargs("arch", default="tiny"))
     parser.add_argument("--size", default="320x180")
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--eval-batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batch-size", **argparse_kwargs("batch_size"))
+    parser.add_argument("--eval-batch-size", **argparse_kwargs("eval_batch_size"))
+    parser.add_argument("--workers", **argparse_kwargs("workers", default=0))
     parser.add_argument("--weights", default="", help="local weights to start from, e.g. torchvision's COCO file "
                                                        "(its frozen BatchNorm and fixed stages change the speed)")
     parser.add_argument("--peak-tflops", type=float, default=0.0,

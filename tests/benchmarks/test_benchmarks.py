@@ -37,3 +37,15 @@ def test_main_jobs_compares_one_after_another_with_side_by_side(capsys, load_ben
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00x"
     assert all(re.fullmatch(r"0\.\d{4}", cell.strip()) for row in rows for cell in row.split("|")[4:6])
+
+
+def test_finetune_recipe_scores_every_recipe_budget_and_the_full_pool(tmp_path, capsys, load_benchmark):
+    assert load_benchmark("finetune_recipe").main(
+        ["--out", str(tmp_path), "--pool", "8", "--val", "4", "--budgets", "4", "--seeds", "0,1", "--threads", "1",
+         "--recipes", "lr=0.04,steps=2;lr=0.04,steps=2,rois=16,frozen_bn=1", "--full-pool", "lr=0.04,steps=2"]) == 0
+    table = (tmp_path / "recipes.md").read_text()
+    assert table in capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert {"zero labels (starting weights)", "lr=0.04,steps=2", "lr=0.04,steps=2,rois=16,frozen_bn=1"} <= set(rows)
+    assert "| 4 | 2 |" in rows["lr=0.04,steps=2,rois=16,frozen_bn=1"]  # budget 4, both seeds
+    assert "| 8 | 1 |" in rows["lr=0.04,steps=2"]  # the full pool, once
