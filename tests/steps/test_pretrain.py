@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import torch
 
 from alod import tracking
@@ -50,3 +51,22 @@ def test_two_processes_register_the_starting_weights_as_they_are(tmp_path, tiny_
         a = detector_from_checkpoint(registered).state_dict()
         b = detector_from_checkpoint(SHIPPED["tiny"]).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_worker_killed_mid_epoch_restarts_and_the_run_resumes_from_its_checkpoint(
+        tmp_path, tiny_data, sqlite_tracking, monkeypatch):
+    """--max-restarts 1, a worker killed in epoch 2: torchrun restarts both, they continue from epoch 1's
+    checkpoint in the same run, every epoch is logged once, and the model is registered once."""
+    root, _, _ = tiny_data
+    marker = tmp_path / "fired"
+    monkeypatch.setenv("ALOD_FAULT", "train_step:1.1")
+    monkeypatch.setenv("ALOD_FAULT_ONCE", str(marker))
+    with sqlite_tracking(tmp_path):
+        run_id, version = run_pretrain(_params(root, tmp_path, epochs=3, nproc=2, max_restarts=1))
+        assert marker.exists()  # the fault fired
+        run = tracking.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "mAP50"):  # a restart from scratch would log epoch 1 twice
+            history = mlflow.MlflowClient().get_metric_history(run_id, key)
+            assert sorted(m.step for m in history) == [1, 2, 3]
+        assert version.run_id == run_id and str(version.version) == "1"  # registered once
