@@ -28,7 +28,7 @@ from alod.data import categories
 from alod.data.coco import is_coco_document, read_coco
 from alod.data.frames import Frame, LabelError, LoadReport, Problem
 from alod.data.label_parser import LabelParser, RawFrame, is_number, is_positive_int, json_kind, unsafe_name_reason
-from alod.fileio import write_json_atomic  # noqa: F401 (re-exported)
+from alod.fileio import write_json_atomic
 
 # Reasons used as keys of LoadReport.skipped (the CLI prints them).
 NO_BOX2D = "no box2d"
@@ -55,7 +55,6 @@ __all__ = [
     "resolve_image_path",
     "save_frames",
     "split_paths",
-    "write_json_atomic",
 ]
 
 

@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw
 from alod.data import bdd100k  # labels go through the same writer as real data
 from alod.data.categories import NAME_TO_ID
 from alod.data.frames import Frame
+from alod.fileio import write_json_atomic
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZE = (320, 180)
@@ -1405,7 +1406,7 @@ def write_dataset(
             )
         paths[split] = (labels, images)
     out.mkdir(parents=True, exist_ok=True)
-    bdd100k.write_json_atomic(
+    write_json_atomic(
         {"generator": __name__, "seed": int(seed), "size": [W, H], "counts": counts,
          **({"domain": domain} if domain != "target" else {})}, out / MARKER
     )
