@@ -48,44 +48,20 @@ class CycleInputError(ValueError):
 
 def run_cycles(p: CycleParams) -> str:
     """Validate, open (or reopen) the run, then run the cycles here or under torchrun."""
-    if p.protocol not in protocols.PROTOCOLS:
-        raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
+    check_settings(p)  # before opening a run or reading data
     protocol = protocols.PROTOCOL_TYPES[p.protocol]
-    if p.oracle not in ORACLES:
-        raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
     try:  # a bad file fails here, before anything trains
         p.weights = weights_choice(p.arch, p.weights)
     except (OSError, ValueError) as e:
         raise CycleInputError(str(e)) from None
-    if p.budget_boxes < 0:
-        raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
     oracle = ORACLE_TYPES[p.oracle]
-    if p.budget_boxes and not oracle.knows_boxes_before_labeling:
-        raise CycleInputError("budget_boxes needs the box count of an image before it is labeled: "
-                              "use it with the simulated oracle, or budget in images (per_cycle) with files")
     tracking.setup(p.experiment)
     train = load_split(p.data, "train")
     work = Path(p.work_dir)
     ranking, ranking_tags = _resolve_ranking(p, protocol, train, work)
     if p.sampler is None:
         p.sampler = ranking_tags.get("alod.sampler") or protocol.default_sampler
-    if p.sampler == AUTO:
-        if not protocol.scores_each_cycle:
-            raise CycleInputError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
-                                  "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
-        try:
-            Exp3(parse_arms(p.auto_samplers), seed=p.seed)
-        except ValueError as e:
-            raise CycleInputError(str(e)) from None
-        for arm in parse_arms(p.auto_samplers):
-            get_sampler(arm)  # fail now on an unknown sampler
-    elif protocol.scores_each_cycle:
-        get_sampler(p.sampler)  # fail now on an unknown sampler
-    if not 0 <= p.target_map50 < 1:
-        raise CycleInputError(f"target_map50 must be in [0, 1) (0: no target), got {p.target_map50}")
-    if p.stop_min_gain < 0:
-        raise CycleInputError(f"stop_min_gain must be >= 0, got {p.stop_min_gain}")
-    _check_budget(p, protocol, len(train.frames), ranking)
+    check_sampler_and_budget(p, len(train.frames), ranking)
 
     tags = {"alod.sampler": p.sampler, "alod.protocol": p.protocol, "alod.seed": p.seed,
             "alod.dataset": train.digest, "alod.code_version": tracking.code_version(), "alod.weights": p.weights,
@@ -237,6 +213,50 @@ def _resolve_ranking(p: CycleParams, protocol: type[protocols.Protocol], train,
             f"e.g. {foreign[0]!r}: it was made on another dataset")
     return frame, tags
 
+
+def check_inputs(p: CycleParams, pool_size: int, ranking: pd.DataFrame | None) -> None:
+    """Every check of a cycle's input that needs no trained model (`main` runs them before anything
+    trains; `ranking`: what the protocol cycles over, None for `pool`)."""
+    check_settings(p)
+    check_sampler_and_budget(p, pool_size, ranking)
+
+
+def check_settings(p: CycleParams) -> None:
+    """The checks that need neither data nor a ranking."""
+    if p.protocol not in protocols.PROTOCOLS:
+        raise CycleInputError(f"protocol must be one of {protocols.PROTOCOLS}, got {p.protocol!r}")
+    if p.oracle not in ORACLES:
+        raise CycleInputError(f"oracle must be one of {ORACLES}, got {p.oracle!r}")
+    if p.budget_boxes < 0:
+        raise CycleInputError(f"budget_boxes must be >= 0, got {p.budget_boxes}")
+    if p.budget_boxes and not ORACLE_TYPES[p.oracle].knows_boxes_before_labeling:
+        raise CycleInputError("budget_boxes needs the box count of an image before it is labeled: "
+                              "use it with the simulated oracle, or budget in images (per_cycle) with files")
+    if not 0 <= p.target_map50 < 1:
+        raise CycleInputError(f"target_map50 must be in [0, 1) (0: no target), got {p.target_map50}")
+    if p.stop_min_gain < 0:
+        raise CycleInputError(f"stop_min_gain must be >= 0, got {p.stop_min_gain}")
+
+
+def check_sampler_and_budget(p: CycleParams, pool_size: int, ranking: pd.DataFrame | None) -> None:
+    """The sampler (or `auto`'s arms) and whether the pool and the ranking give the budget."""
+    protocol = protocols.PROTOCOL_TYPES[p.protocol]
+    if p.sampler == AUTO:
+        if not protocol.scores_each_cycle:
+            raise CycleInputError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
+                                  "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
+        try:
+            Exp3(parse_arms(p.auto_samplers), seed=p.seed)
+            for arm in parse_arms(p.auto_samplers):
+                get_sampler(arm)
+        except ValueError as e:
+            raise CycleInputError(str(e)) from None
+    elif protocol.scores_each_cycle:
+        try:
+            get_sampler(p.sampler)
+        except ValueError as e:
+            raise CycleInputError(str(e)) from None
+    _check_budget(p, protocol, pool_size, ranking)
 
 def _check_budget(p: CycleParams, protocol: type[protocols.Protocol], pool_size: int,
                   ranking: pd.DataFrame | None) -> None:

@@ -20,10 +20,13 @@ from alod import tracking
 from alod.engine import distributed
 from alod.plots import learning_curves
 from alod.active.bandit import AUTO
+from alod.active.protocol import PROTOCOL_TYPES, make_ranking
+from alod.active.samplers import get_sampler
+from alod.data.splits import load_split
 from alod.params import MainParams
 from alod.run_folder import RunFolder
 from alod.report import compare_table, curve_auc, forecast_table, markdown_table
-from alod.steps.cycle import CycleParams, run_cycles
+from alod.steps.cycle import CycleParams, check_inputs, run_cycles
 from alod.steps.pretrain import PretrainParams, run_pretrain
 from alod.steps.rank import RankParams, run_rank
 from alod.starting_weights import weights_choice
@@ -154,12 +157,10 @@ def pretrained_model_uri(pretrain_run_id: str) -> str:
 
 def run_main(p: MainParams) -> str:
     p.weights = weights_choice(p.arch, p.weights)  # resolved once, so run reuse compares like with like
-    if AUTO in p.samplers and p.protocol != "pool":
-        raise ValueError("sampler 'auto' chooses a sampler every cycle, so it needs protocol 'pool' "
-                         "(under 'batches' one ranking, made by one sampler, fixes every cycle's batch)")
     if p.jobs > 1 and p.nproc > 1:
         raise ValueError(f"jobs {p.jobs} runs steps side by side in processes of this machine, nproc {p.nproc} "
                          "runs each step in several: choose one of the two")
+    _check_before_training(p)
     experiment_id = tracking.setup(p.experiment)
     if experiment_id is not None:
         # Under `mlflow run` the main run already exists in the experiment MLflow chose (its
@@ -205,6 +206,27 @@ def run_main(p: MainParams) -> str:
             print(f"learning curve: {png}", flush=True)
             _log_result(p, curves, table, zero, used, experiment_id)
     return main_id
+
+
+def _check_before_training(p: MainParams) -> None:
+    """What a later step would refuse is refused now, before pretrain trains anything: unknown samplers,
+    repeated samplers or seeds, a budget the pool or the ranking's batches cannot give."""
+    for what, values in (("sampler", p.samplers), ("seed", p.seeds)):
+        if not values:
+            raise ValueError(f"no {what}s given: name at least one (--{what}s)")
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"{what}s {','.join(map(str, values))} name {', '.join(repeated)} more than once")
+    for sampler in p.samplers:
+        if sampler != AUTO:
+            get_sampler(sampler)  # rank scores with it under either protocol
+    names = [f.name for f in load_split(p.data, "train").frames]
+    # rank cuts the pool into batches by rank alone, so a ranking of equal scores has the real batch sizes
+    protocol = PROTOCOL_TYPES.get(p.protocol)  # unknown: check_inputs says so
+    ranking = (make_ranking(names, [0.0] * len(names), batches=p.batches, batch_images=p.batch_images)
+               if protocol is not None and protocol.needs_ranking else None)
+    for sampler in p.samplers:
+        check_inputs(p.subset_for(CycleParams, ranking=None, sampler=sampler, seed=p.seeds[0]), len(names), ranking)
 
 
 def _print_ranking_model(p: MainParams, pretrain_runs: list[str]) -> float | None:
