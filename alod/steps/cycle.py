@@ -258,6 +258,7 @@ def check_sampler_and_budget(p: CycleParams, pool_size: int, ranking: pd.DataFra
             raise CycleInputError(str(e)) from None
     _check_budget(p, protocol, pool_size, ranking)
 
+
 def _check_budget(p: CycleParams, protocol: type[protocols.Protocol], pool_size: int,
                   ranking: pd.DataFrame | None) -> None:
     if p.cycles < 1 or p.per_cycle < 1:
