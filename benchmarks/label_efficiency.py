@@ -26,13 +26,16 @@ checkpoints on `test` and logs `test_mAP50` / `test_mAP50_95` on the cycle run
 References, per seed, on test: zero labels (the starting weights alone: a
 `pretrain` run with 0 epochs, tagged `alod.role=zero_label_reference`) and the
 full pool (the same recipe on every pool image for `--reference-epochs`,
-`alod.role=full_pool_reference`). The loop's cost is compared too: with
-`--warm-start-samplers`, those samplers also run with the detector kept
-between cycles (reset=false) and `--warm-start-iterations` SGD steps per cycle.
+`alod.role=full_pool_reference`). `--loops warm` runs every sampler with the
+detector kept between cycles (reset=false) instead, at the same steps per
+cycle; `--loops reset,warm` reports both, each with its own table, verdict and
+figure. The loop's cost is compared too: with `--warm-start-samplers`, those
+samplers also run warm-started at `--warm-start-iterations` SGD steps per cycle.
 
     python benchmarks/label_efficiency.py [--out DIR] [--small | --from-scratch] [--protocols pool,batches]
         [--samplers random,boxcount,...] [--seeds 0,1,2] [--train 300 --val 60 --test 250]
         [--cycles 3 --per-cycle 20] [--epochs 1 --min-iterations 100] [--lr 0.04] [--threads 1]
+        [--loops reset,warm]
         [--auto-samplers random,entropy,boxcount]
 
 `auto` in `--samplers` (pool protocol only; skipped under batches) lets a bandit choose each cycle's
@@ -79,6 +82,7 @@ DEFAULT_SAMPLERS = ("random", "boxcount", "entropy", "coreset", "hybrid")
 EXPERIMENT = "alod-label-efficiency"
 REFERENCE = "full pool (reference)"
 ZERO = "zero labels (starting weights)"
+LOOPS = {"reset": True, "warm": False}  # --loops name -> CycleParams.reset
 BAR_FRACTION = 0.20  # the issue's bar: 95 % of full-pool mAP50 with at most 20 % of the pool
 # Metric-name-safe condition names (MLflow allows no commas) -> (attribute, values).
 CONDITIONS = {"daytime": ("timeofday", {"daytime"}), "night": ("timeofday", {"night"}),
@@ -138,8 +142,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="comma-separated candidates: train the full pool with each (seed of --seeds' first), "
                             "keep the one with the best *val* mAP50 for the reference")
     train.add_argument("--roi-samples", **argparse_kwargs("roi_samples"))
+    train.add_argument("--loops", default="reset",
+                       help="comma-separated: how every sampler's cycles train, each reported on its own: `reset` "
+                            "(back to the starting weights every cycle, the study's) and/or `warm` (the detector "
+                            "kept between cycles, reset=false), both with --min-iterations steps per cycle")
     train.add_argument("--warm-start-samplers",
-                       help="comma-separated samplers also run with the detector kept between cycles (pool protocol)")
+                       help="comma-separated samplers also run with the detector kept between cycles (pool protocol) "
+                            "at --warm-start-iterations steps: the loop-cost comparison")
     train.add_argument("--warm-start-iterations", type=int, help="SGD steps per warm-started cycle")
     train.add_argument("--arch", **argparse_kwargs("arch", default="tiny"))
     train.add_argument("--weights", **argparse_kwargs(
@@ -162,6 +171,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
     args.warm_start_samplers = [s.strip() for s in args.warm_start_samplers.split(",") if s.strip()]
+    args.loops = [s.strip() for s in args.loops.split(",") if s.strip()]
+    if not args.loops or not set(args.loops) <= set(LOOPS) or len(set(args.loops)) != len(args.loops):
+        parser.error(f"--loops must be reset and/or warm, got {args.loops}")
+    if "warm" in args.loops and args.warm_start_samplers:
+        parser.error("--warm-start-samplers adds warm-started runs beside reset ones: not with --loops warm")
     if len(set(args.samplers)) != len(args.samplers) or not args.samplers:
         parser.error(f"--samplers must name distinct samplers, got {args.samplers}")
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
@@ -332,12 +346,12 @@ def batches_ranking(args, sampler: str, seed: int, data: Path, work: Path, pretr
 
 
 def cycle_run(args, sampler: str, seed: int, protocol: str, data: Path, work: Path, ranking: str | None,
-              reset: bool = True) -> tuple[str, bool]:
+              reset: bool = True, iterations: int | None = None) -> tuple[str, bool]:
     from alod.params import CycleParams
 
     p = step_settings(args, data, work).subset_for(
         CycleParams, ranking=ranking, sampler=sampler, protocol=protocol, seed=seed, reset=reset,
-        min_iterations=args.min_iterations if reset else args.warm_start_iterations,
+        min_iterations=args.min_iterations if iterations is None else iterations,
         eval_batch_size=args.eval_batch_size, register=False, extra_tags={"alod.benchmark": "label_efficiency"})
     return _run_step(args, "cycle", p)
 
@@ -571,6 +585,7 @@ def collect_curves(runs: dict, args) -> pd.DataFrame:
     curves = curves[curves["run_id"].isin(runs)].rename(columns={"mAP50": "val_mAP50"}).copy()
     curves["seed"] = curves["seed"].astype(int)
     curves["reset"] = [runs[r]["reset"] for r in curves["run_id"]]
+    curves["compared"] = [runs[r]["compared"] for r in curves["run_id"]]
     for key in ("test_mAP50", "train_image_iterations", "images_scored"):
         curves[key] = [tracking.metric_steps(r, key).get(int(c), float("nan"))
                        for r, c in zip(curves["run_id"], curves["cycle"])]
@@ -627,15 +642,19 @@ def main(argv=None) -> int:
 
     runs, timings, pretrained = {}, [], {}
     # `auto` chooses a sampler every cycle: the pool protocol only (one ranking fixes every batch of `batches`)
-    jobs = [(protocol, seed, sampler, True) for protocol in args.protocols for seed in args.seeds
-            for sampler in args.samplers if not (sampler == AUTO and protocol == "batches")]
-    jobs += [("pool", seed, sampler, False) for seed in args.seeds for sampler in args.warm_start_samplers]
-    for i, (protocol, seed, sampler, reset) in enumerate(jobs):
+    # (protocol, seed, sampler, reset, SGD steps per cycle, reported in the comparison tables)
+    jobs = [(protocol, seed, sampler, LOOPS[loop], args.min_iterations, True) for protocol in args.protocols
+            for loop in args.loops for seed in args.seeds for sampler in args.samplers
+            if not (sampler == AUTO and protocol == "batches")]
+    jobs += [("pool", seed, sampler, False, args.warm_start_iterations, False) for seed in args.seeds
+             for sampler in args.warm_start_samplers]
+    for i, (protocol, seed, sampler, reset, iterations, compared) in enumerate(jobs):
         t0 = time.perf_counter()
         ranking = batches_ranking(args, sampler, seed, data, work, pretrained) if protocol == "batches" else None
-        run_id, reused = cycle_run(args, sampler, seed, protocol, data, work, ranking, reset=reset)
+        run_id, reused = cycle_run(args, sampler, seed, protocol, data, work, ranking, reset=reset,
+                                   iterations=iterations)
         test_curve(run_id, args, test, work)
-        runs[run_id] = {"sampler": sampler, "seed": seed, "protocol": protocol, "reset": reset}
+        runs[run_id] = {"sampler": sampler, "seed": seed, "protocol": protocol, "reset": reset, "compared": compared}
         seconds = time.perf_counter() - t0
         if not reused:
             timings.append(seconds)
@@ -652,16 +671,19 @@ def main(argv=None) -> int:
                f"torch {torch.__version__}")
     sections, lines, tables = [], [], []
     for protocol in args.protocols:
-        pc = curves[(curves["protocol"] == protocol) & curves["reset"]]
-        samplers = [s for s in args.samplers if s in set(pc["sampler"])]
-        table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
-        table.insert(0, "protocol", protocol)
-        tables.append(table)
-        said = verdict(pc, stats, samplers, args.train, target, args.target, zero)
-        said += auto_verdict(pc, stats)
-        lines += [f"[{protocol}] {line}" for line in said]
-        sections.append(f"### protocol {protocol}\n\n{markdown_table(table.drop(columns='protocol'))}\n\n"
-                        + "\n".join(said))
+        for loop in args.loops:
+            pc = curves[(curves["protocol"] == protocol) & curves["compared"] & (curves["reset"] == LOOPS[loop])]
+            samplers = [s for s in args.samplers if s in set(pc["sampler"])]
+            table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
+            table.insert(0, "protocol", protocol)
+            table.insert(1, "loop", loop)
+            tables.append(table)
+            said = verdict(pc, stats, samplers, args.train, target, args.target, zero)
+            said += auto_verdict(pc, stats)
+            name = protocol if args.loops == ["reset"] else f"{protocol}, {loop}"
+            lines += [f"[{name}] {line}" for line in said]
+            sections.append(f"### protocol {name}\n\n"
+                            f"{markdown_table(table.drop(columns=['protocol', 'loop']))}\n\n" + "\n".join(said))
     header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, {args.setting} "
               f"setting, {args.arch} detector (weights {Path(args.weights).name if args.weights != 'none' else 'none'}), "
               f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}; "
@@ -679,13 +701,17 @@ def main(argv=None) -> int:
 
     from alod.plots import learning_curves
 
-    plotted = curves[curves["reset"]]
     reference = {"full pool": float(refs.loc[refs["role"] == "full_pool_reference", "test_mAP50"].mean())}
     if np.isfinite(zero):
         reference["zero labels"] = zero
-    fig = learning_curves(plotted, x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
-                          title=f"test mAP50, {args.setting}")
-    fig.savefig(out / "learning_curve.png", dpi=120)
+    figures = []
+    for loop in args.loops:  # learning_curve.png: the first loop; learning_curve_warm.png beside it
+        name = "learning_curve.png" if loop == args.loops[0] else f"learning_curve_{loop}.png"
+        fig = learning_curves(curves[curves["compared"] & (curves["reset"] == LOOPS[loop])],
+                              x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
+                              title=f"test mAP50, {args.setting}" + ("" if loop == "reset" else f", {loop} start"))
+        fig.savefig(out / name, dpi=120)
+        figures.append(name)
     (out / "table.md").write_text(text + "\n")
     pd.concat(tables).to_csv(out / "table.csv", index=False)
     bd.to_csv(out / "breakdown.csv", index=False)
@@ -706,7 +732,7 @@ def main(argv=None) -> int:
         tracking.log_metrics({"seconds": total, "reference_test_mAP50": summary["reference_test_mAP50"],
                               **({"zero_label_test_mAP50": zero} if np.isfinite(zero) else {})})
         for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv", "curves.csv", "reference.csv",
-                     "verdict.txt", "summary.json", "learning_curve.png"):
+                     "verdict.txt", "summary.json", *figures):
             tracking.log_artifact(out / name, "label_efficiency")
     print(f"\nresults in {out} (table.md, table.csv, breakdown.csv, cost.csv, curves.csv, learning_curve.png); "
           f"{total / 60:.1f} min", flush=True)

@@ -73,3 +73,36 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
     assert "(reused)" in capsys.readouterr().out
     assert pd.read_csv(out / "table.csv").equals(table)
     assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == 2 * len(samplers) + 2
+
+
+@pytest.mark.slow  # about 1-2 minutes on 2 cores
+def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, monkeypatch, capsys, load_benchmark):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    bench = load_benchmark("label_efficiency")
+    with pytest.raises(SystemExit):  # the extra warm runs are for the reset loop's cost table
+        bench.parse_args(["--small", "--loops", "warm", "--warm-start-samplers", "random"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--small", "--loops", "reset,cold"])
+    out = tmp_path / "out"
+    argv = ["--small", "--samplers", "random", "--protocols", "pool", "--loops", "reset,warm", "--out", str(out),
+            "--threads", "1", "--min-iterations", "4"]
+    assert bench.main(argv) == 0
+
+    table = pd.read_csv(out / "table.csv")
+    assert table[["protocol", "loop"]].drop_duplicates().values.tolist() == [["pool", "reset"], ["pool", "warm"]]
+    for loop in ("reset", "warm"):
+        assert table.loc[table["loop"] == loop, "sampler"].tolist() == [bench.ZERO, "random", bench.REFERENCE]
+    printed = capsys.readouterr().out
+    assert "### protocol pool, reset" in printed and "### protocol pool, warm" in printed
+    assert (out / "learning_curve.png").stat().st_size > 0 and (out / "learning_curve_warm.png").stat().st_size > 0
+    cost = pd.read_csv(out / "cost.csv")
+    assert cost["cycles"].tolist() == ["reset to starting weights", "warm start", "once"]
+
+    from alod import tracking
+
+    cycle_runs = tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")
+    params = sorted((r.data.params["reset"], r.data.params["min_iterations"]) for r in cycle_runs)
+    assert params == [("False", "4"), ("True", "4")]  # the same steps per cycle in both loops
