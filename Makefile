@@ -38,7 +38,8 @@ demo: setup
 	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0
 	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,entropy --seeds 0 \
 		--pretrain-epochs 0 --epochs 1 --min-iterations 250 --roi-samples 32 --batch-size 4 --lr 0.04 \
-		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --workers 0 --jobs 2 --experiment-name alod-demo
+		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --reset false --workers 0 --jobs 2 \
+		--experiment-name alod-demo
 	@echo
 	@echo "Open the MLflow UI:  $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
 	@echo "then http://127.0.0.1:5000 -> experiment alod-demo -> Training runs -> search tags.\`alod.step\` = 'cycle' -> Chart view (mAP50 by step; README: Comparing samplers)."
