@@ -580,6 +580,11 @@ def make_data(args, out: Path) -> Path:
     return data
 
 
+def loop_curves(curves: pd.DataFrame, loop: str) -> pd.DataFrame:
+    """The compared runs of one `--loops` entry (not the extra warm-start runs of the cost table)."""
+    return curves[curves["compared"] & (curves["reset"] == LOOPS[loop])]
+
+
 def collect_curves(runs: dict, args) -> pd.DataFrame:
     curves = tracking.cycle_curves(args.experiment)
     curves = curves[curves["run_id"].isin(runs)].rename(columns={"mAP50": "val_mAP50"}).copy()
@@ -672,7 +677,7 @@ def main(argv=None) -> int:
     sections, lines, tables = [], [], []
     for protocol in args.protocols:
         for loop in args.loops:
-            pc = curves[(curves["protocol"] == protocol) & curves["compared"] & (curves["reset"] == LOOPS[loop])]
+            pc = loop_curves(curves[curves["protocol"] == protocol], loop)
             samplers = [s for s in args.samplers if s in set(pc["sampler"])]
             table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
             table.insert(0, "protocol", protocol)
@@ -707,7 +712,7 @@ def main(argv=None) -> int:
     figures = []
     for loop in args.loops:  # learning_curve.png: the first loop; learning_curve_warm.png beside it
         name = "learning_curve.png" if loop == args.loops[0] else f"learning_curve_{loop}.png"
-        fig = learning_curves(curves[curves["compared"] & (curves["reset"] == LOOPS[loop])],
+        fig = learning_curves(loop_curves(curves, loop),
                               x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
                               title=f"test mAP50, {args.setting}" + ("" if loop == "reset" else f", {loop} start"))
         fig.savefig(out / name, dpi=120)
@@ -734,7 +739,7 @@ def main(argv=None) -> int:
         for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv", "curves.csv", "reference.csv",
                      "verdict.txt", "summary.json", *figures):
             tracking.log_artifact(out / name, "label_efficiency")
-    print(f"\nresults in {out} (table.md, table.csv, breakdown.csv, cost.csv, curves.csv, learning_curve.png); "
+    print(f"\nresults in {out} (table.md, table.csv, breakdown.csv, cost.csv, curves.csv, {', '.join(figures)}); "
           f"{total / 60:.1f} min", flush=True)
     return 0
 

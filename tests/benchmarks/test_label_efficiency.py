@@ -8,12 +8,19 @@ import pandas as pd
 import pytest
 
 
-@pytest.mark.slow  # about 2-3 minutes on 2 cores
-def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkeypatch, capsys, load_benchmark):
+@pytest.fixture
+def tracking_in(tmp_path, monkeypatch):
+    """A fresh SQLite store in tmp_path (artifacts in its ./mlruns), no run or experiment inherited from the
+    environment."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) stay in the tmp dir
+
+
+@pytest.mark.slow  # about 2-3 minutes on 2 cores
+def test_small_setting_reports_every_sampler_and_the_references(tmp_path, capsys, load_benchmark,
+                                                                 tracking_in):
     bench = load_benchmark("label_efficiency")
     samplers = ["random", "hybrid"]  # hybrid: the set-based path (features + labeled set)
     out = tmp_path / "out"
@@ -76,11 +83,7 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, monkey
 
 
 @pytest.mark.slow  # about 1-2 minutes on 2 cores
-def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, monkeypatch, capsys, load_benchmark):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
+def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, capsys, load_benchmark, tracking_in):
     bench = load_benchmark("label_efficiency")
     with pytest.raises(SystemExit):  # the extra warm runs are for the reset loop's cost table
         bench.parse_args(["--small", "--loops", "warm", "--warm-start-samplers", "random"])
