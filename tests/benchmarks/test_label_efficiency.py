@@ -103,6 +103,13 @@ def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, capsys, load_be
     assert (out / "learning_curve.png").stat().st_size > 0 and (out / "learning_curve_warm.png").stat().st_size > 0
     cost = pd.read_csv(out / "cost.csv")
     assert cost["cycles"].tolist() == ["reset to starting weights", "warm start", "once"]
+    # warm start against reset, seed by seed, from the same runs the tables show
+    curves = pd.read_csv(out / "curves.csv")
+    final = curves[curves["cycle"] == curves["cycle"].max()].pivot_table(index="seed", columns="reset",
+                                                                          values="test_mAP50")
+    diff = final[False] - final[True]
+    gain = cost.loc[cost["cycles"] == "warm start", "warm - reset (same seeds)"].item()
+    assert gain.startswith(f"{diff.mean():+.4f}") and gain.endswith(f"(ahead in {(diff > 0).sum()}/{len(diff)})")
 
     from alod import tracking
 
