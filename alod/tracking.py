@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
@@ -267,8 +266,6 @@ def log_detector(
     """
     if not is_main_process():
         return None
-    # The pyfunc's input is typed by the signature below; MLflow's type-hint nag does not apply.
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     info = _retry(
         mlflow.pyfunc.log_model,
         name="model",

@@ -87,6 +87,25 @@ def test_signature_params_and_input_example_are_logged(registered):
     assert example["params"] == {"score_threshold": 0.5}
 
 
+def test_logging_and_loading_the_detector_prints_no_mlflow_warning(registered):
+    """Every pretrain and cycle logs the detector: MLflow's "add type hints to predict" nag (which its own
+    filter resets, so a warnings filter cannot hide it) must not be printed at each log and load."""
+    import warnings
+
+    import mlflow
+
+    from alod import tracking
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tracking.run("cycle"):
+            tracking.log_detector(registered["root"] / "model.pt")
+            run_id = mlflow.active_run().info.run_id
+        mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)
+            and "mlflow" in w.filename] == []
+
+
 def test_pyfunc_in_process_takes_bytes_or_base64_and_batches(registered):
     import mlflow
 
