@@ -662,14 +662,17 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
                     ax.plot(g[xcol], g[y], color=line.get_color(), alpha=0.3, linewidth=0.8)
         refs = reference if isinstance(reference, Mapping) else (
             {"full pool": reference} if reference is not None else {})
-        for name, value in refs.items():
+        for (name, value), style in zip(refs.items(), ("--", ":", "-.", (0, (1, 4)))):
             if value is not None and np.isfinite(value):
-                ax.axhline(float(value), linestyle="--", color="gray", label=f"{name} ({float(value):.3f})")
+                ax.axhline(float(value), linestyle=style, color="gray", label=f"{name} ({float(value):.3f})")
         ax.set(title=title if len(xs) == 1 else f"{title}: {y} vs {xcol.replace('_', ' ')}",
                xlabel=xcol.replace("_", " "), ylabel=y)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-        else:
+        if not ax.get_legend_handles_labels()[0]:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    # One legend beside the panels (they share their entries): five samplers with forecasts make a dozen
+    # entries, which inside an axes cover the curves.
+    handles, labels = next((h for h in (ax.get_legend_handles_labels() for ax in axes) if h[0]), ([], []))
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig

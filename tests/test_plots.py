@@ -217,6 +217,19 @@ def test_learning_curves_old_call_and_new_options(tmp_path):
     assert isinstance(plots.learning_curves(curves.iloc[:0]), Figure)
 
 
+def test_learning_curves_legend_sits_beside_the_panels_not_on_the_curves(tmp_path):
+    fig = plots.learning_curves(_curves(), x=("labeled_images", "labeled_boxes"),
+                                reference={"full pool": 0.7, "zero labels": 0.05})
+    _saved_size(fig, tmp_path, "lc.png")  # lays the figure out
+    assert [ax.get_legend() for ax in fig.axes] == [None, None] and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent()
+    assert legend.x0 >= max(ax.get_window_extent().x1 for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "full pool (0.700)" in labels and "zero labels (0.050)" in labels
+    styles = {ln.get_label(): ln.get_linestyle() for ln in fig.axes[0].get_lines()}
+    assert styles["full pool (0.700)"] != styles["zero labels (0.050)"]  # two gray references told apart
+
+
 def test_learning_curves_draw_the_forecast_dashed_with_its_band():
     curves = _curves()
     fig = plots.learning_curves(curves)  # default: forecast to 2x the last budget
