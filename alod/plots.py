@@ -670,9 +670,12 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
         ax.grid(alpha=0.3)
         if not ax.get_legend_handles_labels()[0]:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    # One legend beside the panels (they share their entries): five samplers with forecasts make a dozen
+    # One legend beside the panels, every panel's entries once: five samplers with forecasts make a dozen
     # entries, which inside an axes cover the curves.
-    handles, labels = next((h for h in (ax.get_legend_handles_labels() for ax in axes) if h[0]), ([], []))
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    entries = {}  # label -> handle, in first-drawn order
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize="small")
     return fig

@@ -35,7 +35,6 @@ COLUMNS = ("image", "name")
 OUTPUT_COLUMNS = ["name", "boxes", "labels", "scores"]
 
 
-
 class InvalidRequest(MlflowException):
     """A request the client can fix: HTTP 400 with the reason."""
 

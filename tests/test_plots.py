@@ -228,6 +228,12 @@ def test_learning_curves_legend_sits_beside_the_panels_not_on_the_curves(tmp_pat
     assert "full pool (0.700)" in labels and "zero labels (0.050)" in labels
     styles = {ln.get_label(): ln.get_linestyle() for ln in fig.axes[0].get_lines()}
     assert styles["full pool (0.700)"] != styles["zero labels (0.050)"]  # two gray references told apart
+    # a sampler only one panel can draw (no image counts logged) is still in the legend, once
+    curves = _curves()
+    curves.loc[curves["sampler"] == "boxcount", "labeled_images"] = float("nan")
+    labels = [t.get_text() for t in plots.learning_curves(curves, x=("labeled_images", "labeled_boxes"),
+                                                          forecast_to=None).legends[0].get_texts()]
+    assert labels == ["random (n=3)", "boxcount (n=3)"]
 
 
 def test_learning_curves_draw_the_forecast_dashed_with_its_band():
