@@ -58,6 +58,12 @@ class PowerLaw:
     def __call__(self, n):
         return self.a - self.b * np.power(np.asarray(n, float), -self.c)
 
+    @property
+    def at_bound(self) -> bool:
+        """The asymptote sits at its bound of 1: the points showed no flattening for the fit to find, so
+        the curve beyond them is an extrapolation of their slope, not a forecast of where mAP50 levels off."""
+        return self.a >= 1.0 - 1e-9
+
     def labels_for(self, target: float) -> float:
         """Labels at which the curve reaches `target` (inf when the asymptote is not above it)."""
         if self.b <= 0:
@@ -175,7 +181,10 @@ class Forecast:
 
     def describe(self, unit: str = "labeled images") -> str:
         f = self.fit
-        parts = [f"forecast (mAP50 = {f.a:.4f} - {f.b:.4g} * n^-{f.c:.3f}, {self.points} points, {self.band}):"]
+        bound = ", asymptote at its bound 1: no flattening seen yet, so beyond the points an extrapolation" \
+            if f.at_bound else ""
+        parts = [f"forecast (mAP50 = {f.a:.4f} - {f.b:.4g} * n^-{f.c:.3f}{bound}, {self.points} points, "
+                 f"{self.band}):"]
         for m, (mid, low, high) in self.at.items():
             band = f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else ""
             parts.append(f"{m:g}x ({self.now * m:.0f} {unit}) {mid:.4f}{band}")

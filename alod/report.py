@@ -102,7 +102,8 @@ def forecast_table(curves: pd.DataFrame, *, target: float | None = None, y: str 
             rows.append(row)
             continue
         row["now"] = f"{fc.now:.0f}"
-        row["fit"] = f"{fc.fit.a:.3f} - {fc.fit.b:.3g}*n^-{fc.fit.c:.2f}"
+        row["fit"] = (f"{fc.fit.a:.3f} - {fc.fit.b:.3g}*n^-{fc.fit.c:.2f}"
+                      + (" (a at bound)" if fc.fit.at_bound else ""))
         for m, (mid, low, high) in fc.at.items():
             row[f"{y}@{m:g}x ({fc.now * m:.0f})"] = (f"{mid:.4f} [{low:.4f}, {high:.4f}]" if np.isfinite(low)
                                                     else f"{mid:.4f}")

@@ -112,3 +112,12 @@ def test_stop_rule_band_guards_against_noise():
     d = F.stop_rule(n, [0.16, 0.20, 0.15, 0.19], min_gain=0.5, horizon=20)
     assert math.isfinite(d.gain_high)
     assert d.stop == (d.gain_high < 0.5)
+
+
+def test_a_curve_without_flattening_fits_at_the_bound_and_says_it_is_an_extrapolation():
+    n = [50, 100, 150, 200]
+    straight = F.forecast(n, [0.05 + 0.001 * x for x in n])  # mAP50 still rising in a straight line
+    assert straight.fit.at_bound and straight.fit.a == 1.0
+    assert "asymptote at its bound 1" in straight.describe() and "extrapolation" in straight.describe()
+    saturating = F.forecast(n, power_law(n))
+    assert not saturating.fit.at_bound and "bound" not in saturating.describe()

@@ -53,3 +53,12 @@ def test_forecast_table_per_sampler():
     assert {"mAP50@1.5x (120)", "mAP50@2x (160)", "mAP50@5x (400)", "labeled_images_to_0.35"} <= set(table.columns)
     assert table.loc["random", "mAP50@2x (160)"].startswith("0.36")  # 0.4 - 0.5/sqrt(160) = 0.3605 (+ seeds)
     assert "no forecast from 1 label count" in table.loc["short", "forecast"]
+    assert not table.loc["random", "fit"].endswith("(a at bound)")
+
+
+def test_forecast_table_marks_a_fit_whose_asymptote_is_at_the_bound():
+    from alod.report import forecast_table
+
+    rows = [{"sampler": "random", "seed": 0, "cycle": c, "labeled_images": 50 * c, "mAP50": 0.05 * c}
+            for c in (1, 2, 3, 4)]  # a straight line: nothing for the fit to saturate on
+    assert forecast_table(pd.DataFrame(rows)).loc[0, "fit"].endswith("(a at bound)")

@@ -282,6 +282,10 @@ def print_forecast(curves, target: float | None) -> None:
         return
     print("\nforecast (val mAP50 = a - b*n^-c fitted to every seed's cycles; [80 % bootstrap band]):", flush=True)
     print(table.to_string(index=False), flush=True)
+    if "fit" in table and table["fit"].astype(str).str.contains("at bound", regex=False).any():
+        print("(a at bound: the fitted asymptote hit mAP50's ceiling of 1, i.e. the points show no flattening "
+              "yet; the values beyond them extrapolate their slope and are no estimate of where mAP50 levels off)",
+              flush=True)
 
 
 def write_comparison(curves, out: Path, *, log: bool = False) -> tuple:

@@ -36,3 +36,18 @@ def test_bad_input_is_refused_before_any_run_starts(options, message, tiny_data,
         assert message in result.output and "Traceback" not in result.output
         # nothing was pretrained or ranked first: the experiment was never even created
         assert mlflow.MlflowClient().get_experiment_by_name("alod-main-input") is None
+
+
+def test_the_printed_forecast_explains_a_fit_at_the_bound(capsys):
+    import pandas as pd
+
+    from alod.steps.main import print_forecast
+
+    rising = [{"sampler": "random", "seed": 0, "cycle": c, "labeled_images": 50 * c, "mAP50": 0.05 * c}
+              for c in (1, 2, 3, 4)]
+    print_forecast(pd.DataFrame(rising), None)
+    out = capsys.readouterr().out
+    assert "(a at bound)" in out and "extrapolate" in out
+    saturating = [{**r, "mAP50": 0.4 - 0.5 * r["labeled_images"] ** -0.5} for r in rising]
+    print_forecast(pd.DataFrame(saturating), None)
+    assert "at bound" not in capsys.readouterr().out
