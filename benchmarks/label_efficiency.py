@@ -55,6 +55,8 @@ files are logged to a `benchmark` run in the experiment. MLflow goes to
 $MLFLOW_TRACKING_URI (default sqlite:///mlflow.db; artifacts under ./mlruns).
 A finished run with identical parameters and code is reused, so an
 interrupted benchmark restarts where it stopped (`--fresh`: never).
+`--replot OUT` re-makes OUT's tables, verdict and figures from its curves.csv,
+reference.csv and summary.json alone (nothing trained, nothing logged).
 
 Measured settings and times are in the README (Benchmarks: label efficiency).
 """
@@ -115,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     setting.add_argument("--from-scratch", action="store_true",
                          help="the earlier setting: random init (no starting weights), 200-image pool")
     parser.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
+    parser.add_argument("--replot", metavar="OUT", help="only re-make the tables, verdict and figures of the "
+                        "finished benchmark in OUT from its curves.csv, reference.csv and summary.json (no "
+                        "training, no MLflow); the other options are ignored")
     parser.add_argument("--data", default=None,
                         help="an existing data root with train, val and test splits (default: synthesize into OUT/data)")
     size = parser.add_argument_group("data and budget (defaults: the transfer setting; --small, --from-scratch: theirs)")
@@ -621,8 +626,93 @@ def collect_curves(runs: dict, args) -> pd.DataFrame:
     return curves.sort_values(["protocol", "reset", "sampler", "seed", "cycle"]).reset_index(drop=True)
 
 
+def write_report(args, curves: pd.DataFrame, refs: pd.DataFrame, test_images: int, total: float, machine: str,
+                 out: Path) -> tuple[list[str], list[str], dict, float]:
+    """Print and write the tables, verdict and figures of finished runs (curves.csv, reference.csv as
+    collected); returns (verdict lines, figure names, references, zero-label test mAP50)."""
+    zero_refs = refs[refs["role"] == "zero_label_reference"]
+    zero = float(zero_refs["test_mAP50"].mean()) if not zero_refs.empty else float("nan")
+    sections, lines, tables = [], [], []
+    for protocol in args.protocols:
+        for loop in args.loops:
+            pc = loop_curves(curves[curves["protocol"] == protocol], loop)
+            samplers = [s for s in args.samplers if s in set(pc["sampler"])]
+            table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
+            table.insert(0, "protocol", protocol)
+            table.insert(1, "loop", loop)
+            tables.append(table)
+            said = verdict(pc, stats, samplers, args.train, target, args.target, zero)
+            said += auto_verdict(pc, stats)
+            name = protocol if args.loops == ["reset"] else f"{protocol}, {loop}"
+            lines += [f"[{name}] {line}" for line in said]
+            sections.append(f"### protocol {name}\n\n"
+                            f"{markdown_table(table.drop(columns=['protocol', 'loop']))}\n\n" + "\n".join(said))
+    header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, {args.setting} "
+              f"setting, {args.arch} detector (weights {Path(args.weights).name if args.weights != 'none' else 'none'}), "
+              f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}; "
+              f"pool {args.train}, test {test_images} images; AUC = mean test mAP50 over the budget range; "
+              f"{total / 60:.1f} min on {machine}")
+    extra = []
+    bd = breakdown_table(curves, refs, args.cycles)
+    extra.append("### final test AP50 per class and per condition (mean over seeds)\n\n" + markdown_table(bd))
+    cost = cost_table(curves, refs, args.cycles)
+    if not cost.empty:
+        extra.append("### what the loop costs: reset to the starting weights against warm start (pool protocol)\n\n"
+                     + markdown_table(cost))
+    text = header + "\n\n" + "\n\n".join(sections + extra)
+    print("\n" + text, flush=True)
+
+    from alod.plots import learning_curves
+
+    reference = {"full pool": float(refs.loc[refs["role"] == "full_pool_reference", "test_mAP50"].mean())}
+    if np.isfinite(zero):
+        reference["zero labels"] = zero
+    figures = []
+    for loop in args.loops:  # learning_curve.png: the first loop; learning_curve_warm.png beside it
+        name = "learning_curve.png" if loop == args.loops[0] else f"learning_curve_{loop}.png"
+        fig = learning_curves(loop_curves(curves, loop),
+                              x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
+                              title=f"test mAP50, {args.setting}" + ("" if loop == "reset" else f", {loop} start"))
+        fig.savefig(out / name, dpi=120)
+        figures.append(name)
+    (out / "table.md").write_text(text + "\n")
+    pd.concat(tables).to_csv(out / "table.csv", index=False)
+    bd.to_csv(out / "breakdown.csv", index=False)
+    cost.to_csv(out / "cost.csv", index=False)
+    (out / "verdict.txt").write_text("\n".join(lines) + "\n")
+    return lines, figures, reference, zero
+
+
+def replot(out: Path) -> int:
+    """Re-make the tables, verdict and figures of a finished benchmark folder from its curves.csv,
+    reference.csv and summary.json: no training, no MLflow. For a change to the report or the plots,
+    which a re-run could not apply to finished runs (the alod code digest decides reuse)."""
+    out = Path(out).resolve()
+    missing = [name for name in ("summary.json", "curves.csv", "reference.csv") if not (out / name).is_file()]
+    if missing:
+        raise SystemExit(f"--replot {out}: no {', '.join(missing)} there (the folder a finished benchmark "
+                         f"wrote with --out)")
+    summary = json.loads((out / "summary.json").read_text())
+    args = parse_args([])
+    for key, value in summary["settings"].items():  # older summaries lack newer options: the defaults stand
+        setattr(args, key, value)
+    curves = pd.read_csv(out / "curves.csv")
+    curves["auto_choice"] = curves.get("auto_choice", pd.Series("", index=curves.index)).fillna("")
+    for key in ("reset", "compared"):
+        curves[key] = curves[key].astype(bool)
+    refs = pd.read_csv(out / "reference.csv")
+    test_images = int(summary["settings"].get("test_images", args.test))
+    lines, figures, _, _ = write_report(args, curves, refs, test_images, float(summary["seconds"]),
+                                        summary["machine"], out)
+    print(f"\nre-made in {out} (table.md, table.csv, breakdown.csv, cost.csv, verdict.txt, {', '.join(figures)}) "
+          f"from curves.csv and reference.csv: nothing trained, nothing logged", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     if args.threads:
         torch.set_num_threads(args.threads)
     from alod.active.samplers import get_sampler
@@ -686,63 +776,15 @@ def main(argv=None) -> int:
               f"in {seconds:.0f}s{' (reused)' if reused else ''} [{i + 1}/{len(jobs)}{eta}]", flush=True)
 
     curves = collect_curves(runs, args)
-    zero_refs = refs[refs["role"] == "zero_label_reference"]
-    zero = float(zero_refs["test_mAP50"].mean()) if not zero_refs.empty else float("nan")
     total = time.perf_counter() - started
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}")
-    sections, lines, tables = [], [], []
-    for protocol in args.protocols:
-        for loop in args.loops:
-            pc = loop_curves(curves[curves["protocol"] == protocol], loop)
-            samplers = [s for s in args.samplers if s in set(pc["sampler"])]
-            table, stats, target = comparison_table(pc, refs, samplers, args.train, args.target)
-            table.insert(0, "protocol", protocol)
-            table.insert(1, "loop", loop)
-            tables.append(table)
-            said = verdict(pc, stats, samplers, args.train, target, args.target, zero)
-            said += auto_verdict(pc, stats)
-            name = protocol if args.loops == ["reset"] else f"{protocol}, {loop}"
-            lines += [f"[{name}] {line}" for line in said]
-            sections.append(f"### protocol {name}\n\n"
-                            f"{markdown_table(table.drop(columns=['protocol', 'loop']))}\n\n" + "\n".join(said))
-    header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, {args.setting} "
-              f"setting, {args.arch} detector (weights {Path(args.weights).name if args.weights != 'none' else 'none'}), "
-              f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}; "
-              f"pool {args.train}, test {len(test.frames)} images; AUC = mean test mAP50 over the budget range; "
-              f"{total / 60:.1f} min on {machine}")
-    extra = []
-    bd = breakdown_table(curves, refs, args.cycles)
-    extra.append("### final test AP50 per class and per condition (mean over seeds)\n\n" + markdown_table(bd))
-    cost = cost_table(curves, refs, args.cycles)
-    if not cost.empty:
-        extra.append("### what the loop costs: reset to the starting weights against warm start (pool protocol)\n\n"
-                     + markdown_table(cost))
-    text = header + "\n\n" + "\n\n".join(sections + extra)
-    print("\n" + text, flush=True)
-
-    from alod.plots import learning_curves
-
-    reference = {"full pool": float(refs.loc[refs["role"] == "full_pool_reference", "test_mAP50"].mean())}
-    if np.isfinite(zero):
-        reference["zero labels"] = zero
-    figures = []
-    for loop in args.loops:  # learning_curve.png: the first loop; learning_curve_warm.png beside it
-        name = "learning_curve.png" if loop == args.loops[0] else f"learning_curve_{loop}.png"
-        fig = learning_curves(loop_curves(curves, loop),
-                              x=("labeled_images", "labeled_boxes"), y="test_mAP50", reference=reference,
-                              title=f"test mAP50, {args.setting}" + ("" if loop == "reset" else f", {loop} start"))
-        fig.savefig(out / name, dpi=120)
-        figures.append(name)
-    (out / "table.md").write_text(text + "\n")
-    pd.concat(tables).to_csv(out / "table.csv", index=False)
-    bd.to_csv(out / "breakdown.csv", index=False)
-    cost.to_csv(out / "cost.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
     refs.to_csv(out / "reference.csv", index=False)
-    (out / "verdict.txt").write_text("\n".join(lines) + "\n")
+    lines, figures, reference, zero = write_report(args, curves, refs, len(test.frames), total, machine, out)
     settings = {k: v for k, v in vars(args).items()}
     settings["reference_epochs_used"] = epochs
+    settings["test_images"] = len(test.frames)
     summary = {"settings": settings, "seconds": total, "machine": machine,
                "reference_test_mAP50": reference["full pool"], "zero_label_test_mAP50": zero, "verdict": lines,
                "runs": runs}
@@ -750,7 +792,7 @@ def main(argv=None) -> int:
 
     with tracking.run("benchmark", run_name=f"label-efficiency-{args.setting.replace(' ', '-')}",
                       tags={"alod.benchmark": "label_efficiency", "alod.protocol": ",".join(args.protocols)}):
-        tracking.log_params({k: v for k, v in settings.items() if k not in ("out", "data", "experiment")})
+        tracking.log_params({k: v for k, v in settings.items() if k not in ("out", "data", "experiment", "replot")})
         tracking.log_metrics({"seconds": total, "reference_test_mAP50": summary["reference_test_mAP50"],
                               **({"zero_label_test_mAP50": zero} if np.isfinite(zero) else {})})
         for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv", "curves.csv", "reference.csv",

@@ -81,6 +81,20 @@ def test_small_setting_reports_every_sampler_and_the_references(tmp_path, capsys
     assert pd.read_csv(out / "table.csv").equals(table)
     assert len(tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")) == 2 * len(samplers) + 2
 
+    # --replot re-makes every table, the verdict and the figure from the folder alone: same text, no runs
+    made = {name: (out / name).read_text() for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv",
+                                                         "verdict.txt", "curves.csv")}
+    for name in ("table.md", "table.csv", "breakdown.csv", "cost.csv", "verdict.txt", "learning_curve.png"):
+        (out / name).unlink()
+    runs_before = len(tracking.search_runs(bench.EXPERIMENT))
+    assert bench.main(["--replot", str(out)]) == 0
+    assert "nothing trained, nothing logged" in capsys.readouterr().out
+    assert {name: (out / name).read_text() for name in made} == made
+    assert (out / "learning_curve.png").stat().st_size > 0
+    assert len(tracking.search_runs(bench.EXPERIMENT)) == runs_before
+    with pytest.raises(SystemExit, match="no summary.json"):
+        bench.main(["--replot", str(tmp_path)])
+
 
 @pytest.mark.slow  # about 1-2 minutes on 2 cores
 def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, capsys, load_benchmark, tracking_in):
