@@ -665,7 +665,8 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
         for (name, value), style in zip(refs.items(), ("--", ":", "-.", (0, (1, 4)))):
             if value is not None and np.isfinite(value):
                 ax.axhline(float(value), linestyle=style, color="gray", label=f"{name} ({float(value):.3f})")
-        ax.set(title=title if len(xs) == 1 else f"{title}: {y} vs {xcol.replace('_', ' ')}",
+        # several panels: the title once above them (per panel it ran under the legend), each panel its x
+        ax.set(title=title if len(xs) == 1 else f"against {xcol.replace('_', ' ')}",
                xlabel=xcol.replace("_", " "), ylabel=y)
         ax.grid(alpha=0.3)
         if not ax.get_legend_handles_labels()[0]:
@@ -678,4 +679,6 @@ def learning_curves(curves: pd.DataFrame, *, x: str | Sequence[str] = "labeled_i
             entries.setdefault(label, handle)
     if entries:
         fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize="small")
+    if len(xs) > 1:
+        fig.suptitle(title)
     return fig

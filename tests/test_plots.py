@@ -226,6 +226,15 @@ def test_learning_curves_legend_sits_beside_the_panels_not_on_the_curves(tmp_pat
     assert legend.x0 >= max(ax.get_window_extent().x1 for ax in fig.axes)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "full pool (0.700)" in labels and "zero labels (0.050)" in labels
+    # the title once above the panels, each panel's own clear of the legend (a long one ran under it)
+    titled = plots.learning_curves(_curves(), x=("labeled_images", "labeled_boxes"),
+                                    title="test mAP50, transfer, warm start, a long title")
+    _saved_size(titled, tmp_path, "titled.png")  # lays the figure out
+    renderer = titled._get_renderer()
+    assert titled.get_suptitle() == "test mAP50, transfer, warm start, a long title"
+    assert [ax.get_title() for ax in titled.axes] == ["against labeled images", "against labeled boxes"]
+    legend_x0 = titled.legends[0].get_window_extent(renderer).x0
+    assert all(ax.title.get_window_extent(renderer).x1 <= legend_x0 for ax in titled.axes)
     styles = {ln.get_label(): ln.get_linestyle() for ln in fig.axes[0].get_lines()}
     assert styles["full pool (0.700)"] != styles["zero labels (0.050)"]  # two gray references told apart
     # a sampler only one panel can draw (no image counts logged) is still in the legend, once
