@@ -4,7 +4,7 @@ The `files` oracle of `cycle` writes, for the images it selected, an image list,
 a COCO file and Label Studio tasks, both carrying the current model's
 predictions as pre-annotations (annotators correct boxes instead of drawing
 them). Labels come back as the annotation tools write them (Label Studio JSON,
-JSON-MIN and COCO, CVAT COCO 1.0: see `alod.annotation_formats`) or in any
+JSON-MIN and COCO, CVAT COCO 1.0 and CVAT for images 1.1: see `alod.annotation_formats`) or in any
 format `load_labels` reads (BDD100K / Scalabel JSON, a per-image folder, COCO),
 and are merged into a `LabelStore`, the run's record of every label bought.
 
@@ -171,6 +171,7 @@ class ImportReport:
     renamed: dict[str, str] = field(default_factory=dict)  # name in the file -> selected image it matched
     missing: dict[int, list[str]] = field(default_factory=dict)  # cycle -> selected images still unlabeled
     skipped_boxes: int = 0  # dropped while loading (zero area, clipped away): counted, never silent
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # why they were skipped -> how many
     format: str = ""  # the format the file was read as
     empty: list[str] = field(default_factory=list)  # images that came back annotated with no boxes
     not_annotated: list[str] = field(default_factory=list)  # in the file, but nobody annotated them: not merged
@@ -188,7 +189,9 @@ class ImportReport:
             parts.append(f"{len(self.renamed)} matched to a selected image by file name "
                          f"(e.g. {first[0]!r} -> {first[1]!r})")
         if self.skipped_boxes:
-            parts.append(f"{self.skipped_boxes} box(es) skipped while loading (see `alod data check`)")
+            why = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skipped_reasons.items()))
+            parts.append(f"{self.skipped_boxes} box(es) or shape(s) skipped while loading ("
+                         + (why or "see `alod data check`") + ")")
         lines.append(", ".join(parts))
         lines.append(f"{len(self.empty)} image(s) came back with no boxes (annotated as nothing there)"
                      + (": " + ", ".join(repr(n) for n in self.empty[:5]) if self.empty else ""))
@@ -206,7 +209,8 @@ class ImportReport:
         return {"format": self.format, "added": self.added, "identical": self.identical, "replaced": self.replaced,
                 "renamed": self.renamed, "empty": self.empty, "not_annotated": self.not_annotated,
                 "cancelled": self.cancelled,
-                "missing": {str(k): v for k, v in self.missing.items()}, "skipped_boxes": self.skipped_boxes}
+                "missing": {str(k): v for k, v in self.missing.items()}, "skipped_boxes": self.skipped_boxes,
+                "skipped_reasons": self.skipped_reasons}
 
 
 def same_labels(a: Frame, b: Frame, tol: float = BOX_TOLERANCE) -> bool:

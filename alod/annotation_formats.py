@@ -1,4 +1,5 @@
-"""Label files as annotation tools write them: Label Studio (JSON, JSON-MIN, COCO) and CVAT (COCO 1.0).
+"""Label files as annotation tools write them: Label Studio (JSON, JSON-MIN, COCO) and CVAT (COCO 1.0, CVAT for
+images 1.1).
 
 `read_export` looks at the content (never the file name) and returns the
 labels of the images that were annotated, plus the images the file lists but
@@ -31,10 +32,17 @@ recognises only to refuse them by name are rows of the `_*_LOOKALIKES` tables.
   as written by datumaro): every frame of the task is listed; frames without
   annotations are not annotated (CVAT cannot say "nothing there" in COCO). A
   box with a `rotation` attribute other than 0 is refused.
+- **CVAT for images 1.1** (XML, `annotations.xml` alone or in the downloaded zip): one `<image>` per frame
+  of the task, annotated or not (the same rule: a frame without shapes is not annotated). `<box>` is
+  xtl/ytl/xbr/ybr in pixels (what CVAT's COCO writes as [xtl, ytl, xbr-xtl, ybr-ytl], so both exports give
+  the same boxes); `<polygon>`, `<mask>` and `<ellipse>` count as their bounding box; polylines, points,
+  cuboids, skeletons and tags are not boxes: counted as skipped, never silently. A rotated box is refused;
+  so is CVAT for video 1.1 (tracks name frames by number, not images) and any XML with a DOCTYPE (alod
+  reads no DTD: no entity expansion).
 - Anything else goes to `alod.data.bdd100k` (BDD100K / Scalabel JSON, a folder
   of per-image files, plain COCO) unchanged; a file that resembles another
-  tool's format alod does not read (CVAT XML, YOLO, Pascal VOC, Label Studio
-  CSV, ...) is refused saying so.
+  tool's format alod does not read (YOLO, Pascal VOC, Label Studio CSV, ...)
+  is refused saying so.
 
 A zip is read in memory, never extracted.
 """
@@ -42,8 +50,11 @@ A zip is read in memory, never extracted.
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
+import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -58,6 +69,7 @@ LABEL_STUDIO_JSON = "Label Studio JSON"
 LABEL_STUDIO_JSON_MIN = "Label Studio JSON-MIN"
 LABEL_STUDIO_COCO = "Label Studio COCO"
 CVAT_COCO = "CVAT COCO 1.0"
+CVAT_XML = "CVAT for images 1.1"
 COCO = "COCO"
 SCALABEL = "BDD100K / Scalabel JSON"
 
@@ -159,6 +171,10 @@ class Archive:
         data, where = _zip_json(self.zf, self.file, member)
         return Document(data, where, member)
 
+    def xml_document(self, member: str) -> Document:
+        raw, where = _zip_bytes(self.zf, self.file, member)
+        return Document(_parse_xml(raw, where), where, member)
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -198,8 +214,6 @@ def _sniff(source: Document | Archive) -> Reader | None:
 # Formats alod does not read, recognised to refuse them by name: (what it looks like, test); first match wins.
 # Text files are tested on (their first 4 KiB, first line), zips on (member paths, member file names), lower-cased.
 _TEXT_LOOKALIKES: list[tuple[str, Callable[[str, str], bool]]] = [
-    ("CVAT's XML format (CVAT for images / video)",
-     lambda head, first: head.startswith("<") and "<annotations" in head),
     ("a Pascal VOC XML file", lambda head, first: head.startswith("<") and "<annotation" in head),
     ("a Label Studio labeling config, not labels", lambda head, first: head.startswith("<") and "<View" in head),
     ("an XML file", lambda head, first: head.startswith("<")),
@@ -209,7 +223,6 @@ _TEXT_LOOKALIKES: list[tuple[str, Callable[[str, str], bool]]] = [
      lambda head, first: re.match(r"^\d+ [-\d.]+ [-\d.]+ [-\d.]+ [-\d.]+\s*$", first) is not None),
 ]
 _ZIP_LOOKALIKES: list[tuple[str, Callable[[list[str], set[str]], bool]]] = [
-    ("a CVAT for images / video 1.1 export (XML)", lambda paths, bases: "annotations.xml" in bases),
     ("a YOLO 1.1 export (CVAT)", lambda paths, bases: "obj.names" in bases or "obj.data" in bases),
     ("an Ultralytics YOLO export", lambda paths, bases: "data.yaml" in bases),
     ("a Label Studio YOLO export", lambda paths, bases: "classes.txt" in bases
@@ -255,6 +268,9 @@ def read_export(path: str | Path, selected: Collection[str] = ()) -> ToolExport:
     data = _parse_json(raw)
     if data is _NOT_JSON:
         head = raw[:4096].decode("utf-8", "replace").lstrip("\ufeff").lstrip()
+        root = _parse_xml(raw, str(path)) if _looks_cvat_xml(head) else None
+        if root is not None and root.tag == "annotations":
+            return read_document(Document(root, str(path)), SelectedNames(selected))
         resembles = _resembles(_TEXT_LOOKALIKES, head, head.splitlines()[0] if head else "")
         if resembles:
             raise _not_read(str(path), resembles)
@@ -316,7 +332,7 @@ def _read_zip(path: Path, selected: SelectedNames) -> ToolExport:
                               f"{supported_formats()}" + (f" ({layouts})" if layouts else ""))])
 
 
-def _zip_json(zf: zipfile.ZipFile, file: str, member: str) -> tuple[Any, str]:
+def _zip_bytes(zf: zipfile.ZipFile, file: str, member: str) -> tuple[bytes, str]:
     where = f"{file}!{member}"
     info = zf.getinfo(member)
     if info.file_size > MAX_ZIP_MEMBER:
@@ -329,6 +345,11 @@ def _zip_json(zf: zipfile.ZipFile, file: str, member: str) -> tuple[Any, str]:
         raise LabelError([Problem(where, None, None, None, f"cannot read from the zip: {e}")]) from None
     if len(raw) > MAX_ZIP_MEMBER:
         raise LabelError([Problem(where, None, None, None, "larger than its header says; refused")])
+    return raw, where
+
+
+def _zip_json(zf: zipfile.ZipFile, file: str, member: str) -> tuple[Any, str]:
+    raw, where = _zip_bytes(zf, file, member)
     data = _parse_json(raw)
     if data is _NOT_JSON:
         try:
@@ -669,6 +690,126 @@ def _cvat_coco(docs: list[Document], selected: SelectedNames) -> ToolExport:
                       renamed={k: v for p in parts for k, v in p.renamed.items()})
 
 
+# --- CVAT for images 1.1 (XML) --------------------------------------------------------------
+
+# shape element -> the attributes that give its bounding box (polygon: `points`)
+_CVAT_BOXES = {"box": ("xtl", "ytl", "xbr", "ybr"), "polygon": ("points",), "mask": ("left", "top", "width", "height"),
+               "ellipse": ("cx", "cy", "rx", "ry")}
+_CVAT_NOT_BOXES = ("polyline", "points", "cuboid", "skeleton", "tag")
+
+
+def _looks_cvat_xml(head: str) -> bool:
+    return head.startswith("<") and "<annotations" in head
+
+
+def _parse_xml(raw: bytes, where: str) -> ET.Element:
+    """The XML root; a DOCTYPE is refused before parsing (no DTD, so no entity expansion or external entity)."""
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        raise LabelError([Problem(where, None, None, None, "XML with a DOCTYPE or ENTITY declaration: alod reads "
+                                  "no DTD (CVAT writes none); remove the declaration")])
+    try:
+        return ET.fromstring(raw)
+    except ET.ParseError as e:
+        line, column = e.position
+        raise LabelError([Problem(where, None, None, None, f"invalid XML at line {line}, column {column + 1}: "
+                                  f"{str(e).split(':')[0]}")]) from None
+
+
+def _xml_number(el: ET.Element, key: str, frame: str, index: int | None, problems: _Problems) -> float | None:
+    text = el.get(key)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        problems.add(frame, index, key, f"<{el.tag}> needs a finite number, got {text!r}")
+        return None
+    return value
+
+
+def _cvat_xywh(shape: ET.Element, frame: str, j: int, problems: _Problems) -> list[float] | None:
+    """[x, y, w, h] of a box-like shape, as CVAT's COCO export writes it; None (problem added) if malformed."""
+    if shape.tag == "polygon":
+        try:
+            xy = [tuple(float(v) for v in pair.split(",")) for pair in (shape.get("points") or "").split(";")]
+            ok = bool(xy) and all(len(p) == 2 and all(map(math.isfinite, p)) for p in xy)
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.add(frame, j, "points", f"<polygon> needs points 'x,y;x,y;...', got {shape.get('points')!r}")
+            return None
+        xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    values = [_xml_number(shape, key, frame, j, problems) for key in _CVAT_BOXES[shape.tag]]
+    if any(v is None for v in values):
+        return None
+    a, b, c, d = values
+    if shape.tag == "box":
+        return [a, b, c - a, d - b]
+    if shape.tag == "mask":  # left, top, width, height of the mask's extent
+        return [a, b, c, d]
+    return [a - c, b - d, 2 * c, 2 * d]  # ellipse: centre and radii
+
+
+def _cvat_xml(doc: Document, selected: SelectedNames) -> ToolExport:
+    """CVAT for images 1.1: every frame an <image>, shapes inside; read through the COCO path of CVAT's COCO
+    export (same names matching, categories by name, zero-area boxes counted), after checks that name the
+    image, the shape's index in it and the XML attribute."""
+    root, file = doc.data, doc.where
+    if root.find("track") is not None:
+        raise LabelError([Problem(file, None, None, None, "CVAT for video 1.1: its <track>s number frames instead "
+                                  "of naming images; export the task as 'CVAT for images 1.1'")])
+    if root.find("image") is None:
+        raise LabelError([Problem(file, None, None, None, "CVAT XML with no <image> in it: a 'CVAT for images 1.1' "
+                                  "export lists every frame of the task, annotated or not; export the task again")])
+    problems = _Problems(file)
+    images, anns, categories, skipped = [], [], {}, Counter()
+    for i, image in enumerate(root.findall("image")):
+        name = image.get("name")
+        if not name:
+            problems.add(f"<image> #{i + 1} (id {image.get('id')})", None, "name", "missing: which image is this?")
+            continue
+        size = [_xml_number(image, key, name, None, problems) for key in ("width", "height")]
+        if any(v is None for v in size):
+            continue
+        images.append({"id": i + 1, "file_name": name, "width": int(size[0]), "height": int(size[1])})
+        for j, shape in enumerate(el for el in image if el.tag in _CVAT_BOXES or el.tag in _CVAT_NOT_BOXES):
+            if shape.tag in _CVAT_NOT_BOXES:
+                skipped[f"CVAT {shape.tag} (not a box)"] += 1
+                continue
+            label = shape.get("label")
+            if not label:
+                problems.add(name, j, "label", f"<{shape.tag}> without a label")
+                continue
+            rotation = shape.get("rotation", "0")
+            if not is_number(_to_float(rotation)) or abs(_to_float(rotation)) > ROTATION_TOLERANCE:
+                problems.add(name, j, "rotation", f"rotated {shape.tag} ({rotation} degrees): alod trains on "
+                             "axis-aligned boxes; set the rotation back to 0 in CVAT")
+                continue
+            xywh = _cvat_xywh(shape, name, j, problems)
+            if xywh is None:
+                continue
+            category = categories.setdefault(label, len(categories) + 1)
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": category, "bbox": xywh,
+                         "iscrowd": 0, "area": xywh[2] * xywh[3],
+                         "attributes": {"occluded": shape.get("occluded", "0") == "1"}})
+    problems.raise_any()
+    coco = {"images": images, "annotations": anns,
+            "categories": [{"id": i, "name": n} for n, i in categories.items()]}
+    found = _tool_coco(coco, file, selected, CVAT_XML, unannotated_missing=True)
+    if skipped and found.report is not None:
+        found.report.skipped.update(skipped)
+    found.skipped_boxes += sum(skipped.values())
+    return found
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 # --- the registered readers ------------------------------------------------------------------
 
 
@@ -731,6 +872,23 @@ def _parse_cvat_coco(source: Document | Archive, selected: SelectedNames) -> Too
     return _cvat_coco([source], selected)
 
 
+def _cvat_xml_member(names: list[str]) -> str | None:
+    found = [n for n in names if PurePosixPath(n).name == "annotations.xml"]
+    return min(found, key=len) if found else None
+
+
+def _sniff_cvat_xml(source: Document | Archive) -> bool:
+    if isinstance(source, Archive):
+        return _cvat_xml_member(source.names) is not None
+    return isinstance(source.data, ET.Element) and source.data.tag == "annotations"
+
+
+def _parse_cvat_xml(source: Document | Archive, selected: SelectedNames) -> ToolExport:
+    if isinstance(source, Archive):
+        return _cvat_xml(source.xml_document(_cvat_xml_member(source.names)), selected)
+    return _cvat_xml(source, selected)
+
+
 def _sniff_scalabel(source: Document | Archive) -> bool:
     if not isinstance(source, Document):
         return False
@@ -746,12 +904,13 @@ register(Reader(LABEL_STUDIO_JSON_MIN, _sniff_label_studio_json_min,
                 lambda doc, selected: _label_studio_json_min(doc.data, doc.where)))
 register(Reader(LABEL_STUDIO_COCO, _sniff_label_studio_coco, _parse_label_studio_coco, zip_layout="result.json"))
 register(Reader(CVAT_COCO, _sniff_cvat_coco, _parse_cvat_coco, zip_layout="annotations/instances_<subset>.json"))
+register(Reader(CVAT_XML, _sniff_cvat_xml, _parse_cvat_xml, zip_layout="annotations.xml"))
 register(Reader(COCO, lambda source: isinstance(source, Document) and is_coco_document(source.data),
                 lambda doc, selected: _loaded(*load_document(doc.data, doc.where), fmt=COCO)))
 register(Reader(SCALABEL, _sniff_scalabel, lambda doc, selected: _loaded(*load_document(doc.data, doc.where))))
 
 
-__all__ = ["CVAT_COCO", "COCO", "LABEL_STUDIO_COCO", "LABEL_STUDIO_JSON", "LABEL_STUDIO_JSON_MIN", "READERS",
+__all__ = ["CVAT_COCO", "CVAT_XML", "COCO", "LABEL_STUDIO_COCO", "LABEL_STUDIO_JSON", "LABEL_STUDIO_JSON_MIN", "READERS",
            "SCALABEL", "Archive", "Document", "Reader", "SelectedNames", "ToolExport", "match_selected",
            "read_document", "read_export", "register", "supported_formats"]
 

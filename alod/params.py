@@ -386,7 +386,8 @@ class ImportLabelsParams(StepParams):
 
     run_id: str = param("", "the cycle run waiting for labels (oracle=files)", argument=True)
     labels: str = param("", "labels as the tools export them: Label Studio JSON, JSON-MIN or COCO (the "
-                            "downloaded zip or its result.json), CVAT COCO 1.0 (the zip); or BDD100K / Scalabel "
+                            "downloaded zip or its result.json), CVAT for images 1.1 or COCO 1.0 (the zip, or its "
+                            "annotations.xml); or BDD100K / Scalabel "
                             "JSON, a folder of per-image files, COCO JSON. The format is read from the content",
                         argument=True, mlproject_type="path")
     replace: bool = param(False, "overwrite images imported earlier with different labels (otherwise: refused, "

@@ -17,7 +17,8 @@ def import_labels(run_id: str, labels: Path, replace: bool, work_dir: str) -> No
     """Merge LABELS into cycle run RUN_ID.
 
     LABELS as the tools export them: Label Studio JSON, JSON-MIN or COCO (the
-    downloaded zip or its result.json), CVAT COCO 1.0 (the zip); or BDD100K /
+    downloaded zip or its result.json), CVAT COCO 1.0 or CVAT for images 1.1
+    (the zip, or its annotations.xml); or BDD100K /
     Scalabel JSON, a folder of per-image files, COCO JSON. The format is read
     from the content. Images the file lists but nobody annotated stay without labels.
     """

@@ -5,7 +5,8 @@ test_label_studio.py, which records them) exported after annotating alod's
 tasks: copied predictions, a deleted, an added and a relabeled box, an image
 annotated as empty and one skipped. tests/fixtures/cvat/cvat_coco_1.0.zip is a
 CVAT "COCO 1.0" task export written by datumaro, CVAT's exporter (see
-make_coco_export.py there). Variants of these files, edited the way users and
+make_coco_export.py there); cvat_for_images_1.1.zip is the same task as "CVAT for
+images 1.1" XML, written by datumaro's CVAT writer (make_xml_export.py). Variants of these files, edited the way users and
 tools produce them, check every refusal names file, frame and field.
 """
 
@@ -23,6 +24,7 @@ from alod import annotation_formats
 from alod.annotation import LabelImportError, LabelStore, merge_labels
 from alod.annotation_formats import (
     CVAT_COCO,
+    CVAT_XML,
     LABEL_STUDIO_COCO,
     LABEL_STUDIO_JSON,
     LABEL_STUDIO_JSON_MIN,
@@ -40,6 +42,7 @@ from alod.data.frames import LabelError
 FIXTURES = Path(__file__).parent / "fixtures"
 LS = FIXTURES / "labelstudio"
 CVAT_ZIP = FIXTURES / "cvat" / "cvat_coco_1.0.zip"
+CVAT_XML_ZIP = FIXTURES / "cvat" / "cvat_for_images_1.1.zip"
 EXPECTED = json.loads((LS / "expected.json").read_text())
 SELECTED = EXPECTED["selected"]
 
@@ -273,11 +276,93 @@ def test_cvat_rotated_box_refused(tmp_path):
     assert read_export(plain, list(CVAT_BOXES)).not_annotated == ["cvat-0004.jpg"]
 
 
+# --- CVAT for images 1.1 (XML) ----------------------------------------------------------
+
+
+def _cvat_xml(images: str, head: str = '<?xml version="1.0" encoding="utf-8"?>') -> str:
+    return f"{head}\n<annotations>\n  <version>1.1</version>\n{images}\n</annotations>\n"
+
+
+def test_cvat_xml_zip_gives_the_labels_of_the_same_tasks_coco_export(tmp_path):
+    selected = list(CVAT_BOXES) + ["cvat-0004.jpg"]
+    found = read_export(CVAT_XML_ZIP, selected)
+    assert found.format == CVAT_XML
+    assert_boxes(found.frames, CVAT_BOXES)
+    coco = {f.name: f for f in read_export(CVAT_ZIP, selected).frames}
+    for frame in found.frames:  # CVAT's COCO writes [xtl, ytl, xbr-xtl, ybr-ytl]: the same boxes either way
+        assert np.abs(frame.boxes - coco[frame.name].boxes).max() <= 0.01 and (frame.labels == coco[frame.name].labels).all()
+    assert found.not_annotated == ["cvat-0004.jpg"]  # listed by CVAT, never annotated: stays missing
+    # the polyline and the point of cvat-0001 are no boxes: counted and named, never silently dropped
+    assert found.skipped_boxes == 2
+    assert found.report.skipped == {"CVAT polyline (not a box)": 1, "CVAT points (not a box)": 1}
+    # annotations.xml on its own, unzipped, reads the same
+    plain = tmp_path / "annotations.xml"
+    plain.write_bytes(zipfile.ZipFile(CVAT_XML_ZIP).read("annotations.xml"))
+    again = read_export(plain, selected)
+    assert again.format == CVAT_XML and [f.name for f in again.frames] == [f.name for f in found.frames]
+    # and selected images in folders are matched by their names, as for the COCO export
+    paths = ["images/100k/train/cvat-0001.jpg", "cvat-0002.jpg", "a/sub/cvat-0003.jpg", "cvat-0004.jpg"]
+    assert read_export(CVAT_XML_ZIP, paths).renamed == {"cvat-0001.jpg": paths[0], "sub/cvat-0003.jpg": paths[2]}
+
+
+def test_cvat_xml_polygons_masks_and_ellipses_count_as_their_bounding_box(tmp_path):
+    # the attributes CVAT's dumper writes for each shape (cvat/apps/dataset_manager/formats/cvat.py)
+    path = tmp_path / "annotations.xml"
+    path.write_text(_cvat_xml(
+        '  <image id="0" name="a.jpg" width="1280" height="720">\n'
+        '    <polygon label="car" source="manual" occluded="1" points="10.00,20.00;50.00,25.00;30.00,60.00" z_order="0"/>\n'
+        '    <mask label="bus" source="manual" occluded="0" rle="3, 4, 2" left="100" top="200" width="30" height="10" z_order="0"/>\n'
+        '    <ellipse label="pedestrian" source="manual" occluded="0" cx="300.00" cy="400.00" rx="20.00" ry="50.00" z_order="0"/>\n'
+        '    <tag label="car" source="manual"/>\n'
+        '  </image>'))
+    found = read_export(path, ["a.jpg"])
+    assert_boxes(found.frames, {"a.jpg": [("car", 10, 20, 50, 60), ("bus", 100, 200, 130, 210),
+                                          ("pedestrian", 280, 350, 320, 450)]})
+    assert found.report.skipped == {"CVAT tag (not a box)": 1}
+
+
+@pytest.mark.parametrize("images, message", [
+    ('<image id="0" name="a.jpg" width="1280" height="720"><box label="car" xtl="1" ytl="2" xbr="30" ybr="40" '
+     'rotation="15.00"/></image>', r"frame 'a.jpg', label 0, field 'rotation': rotated box \(15.00 degrees\)"),
+    ('<image id="0" name="a.jpg" width="1280" height="720"><box label="car" xtl="1" ytl="2" xbr="30" ybr="40"/>'
+     '<box label="car" xtl="abc" ytl="2" xbr="30" ybr="40"/></image>',
+     r"frame 'a.jpg', label 1, field 'xtl': <box> needs a finite number, got 'abc'"),
+    ('<image id="0" name="a.jpg" width="1280" height="720"><box xtl="1" ytl="2" xbr="30" ybr="40"/></image>',
+     r"frame 'a.jpg', label 0, field 'label': <box> without a label"),
+    ('<image id="0" name="a.jpg" width="1280" height="720"><polygon label="car" points="1,2;3"/></image>',
+     r"frame 'a.jpg', label 0, field 'points': <polygon> needs points"),
+    ('<image id="0" name="a.jpg" width="wide" height="720"/>', r"frame 'a.jpg', field 'width'"),
+    ('<image id="7" width="1280" height="720"/>', r"field 'name': missing"),
+    ('<image id="0" name="a.jpg" width="1280" height="720"><box label="Sign" xtl="1" ytl="2" xbr="30" ybr="40"/>'
+     '</image>', r"frame 'a.jpg', label 0, field 'category': unknown category 'Sign'"),
+    ('<track id="0" label="car"><box frame="0" outside="0" xtl="1" ytl="2" xbr="3" ybr="4"/></track>',
+     r"CVAT for video 1.1.*export the task as 'CVAT for images 1.1'"),
+    ('<meta><task><size>0</size></task></meta>', r"no <image> in it"),
+])
+def test_cvat_xml_refusals_name_the_file_the_frame_and_the_field(tmp_path, images, message):
+    path = tmp_path / "annotations.xml"
+    path.write_text(_cvat_xml(images))
+    with pytest.raises(LabelError, match=message) as e:
+        read_export(path, ["a.jpg"])
+    assert str(path) in str(e.value)
+
+
+def test_cvat_xml_that_is_broken_or_declares_entities_is_refused_before_parsing(tmp_path):
+    broken = _zip(tmp_path, "task.zip", {"annotations.xml": _cvat_xml('<image id="0" name="a.jpg"')})
+    with pytest.raises(LabelError, match=r"task.zip!annotations.xml: invalid XML at line \d+, column \d+"):
+        read_export(broken, ["a.jpg"])
+    bomb = tmp_path / "annotations.xml"
+    bomb.write_text('<?xml version="1.0"?>\n<!DOCTYPE annotations [<!ENTITY a "aaaaaaaaaa">'
+                    '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n<annotations><image id="0" name="&b;" '
+                    'width="1" height="1"/></annotations>')
+    with pytest.raises(LabelError, match="DOCTYPE or ENTITY declaration: alod reads no DTD"):
+        read_export(bomb, ["a.jpg"])
+
+
 # --- formats alod does not read are named ---------------------------------------------------
 
 
 @pytest.mark.parametrize("members, resembles", [
-    ({"annotations.xml": "<annotations/>"}, "CVAT for images / video 1.1"),
     ({"obj.names": "car\n", "obj_train_data/a.txt": "0 0.5 0.5 0.1 0.1\n"}, "YOLO 1.1"),
     ({"classes.txt": "car\n", "labels/a.txt": "0 0.5 0.5 0.1 0.1\n", "notes.json": "{}"}, "Label Studio YOLO"),
     ({"Annotations/a.xml": "<annotation/>", "ImageSets/Main/default.txt": "a\n"}, "Pascal VOC"),
@@ -291,7 +376,7 @@ def test_unknown_zips_are_refused_saying_what_they_resemble(tmp_path, members, r
 
 @pytest.mark.parametrize("text, resembles", [
     ("image,id,label,annotator,annotation_id,created_at\nx.jpg,1,[],1,1,now\n", "Label Studio CSV / TSV"),
-    ('<?xml version="1.0"?>\n<annotations><version>1.1</version></annotations>', "CVAT's XML format"),
+    ('<?xml version="1.0"?>\n<annotation><folder>VOC2012</folder></annotation>', "Pascal VOC"),
     ("<View><Image name='image' value='$image'/></View>", "labeling config, not labels"),
 ])
 def test_unknown_text_files_are_refused_saying_what_they_resemble(tmp_path, text, resembles):
@@ -411,3 +496,12 @@ def test_the_refusal_of_an_unknown_format_names_every_registered_format(tmp_path
     with pytest.raises(LabelError) as e:
         read_export(text, SELECTED)
     assert "labeling config, not labels" in str(e.value) and all(name in str(e.value) for name in names)
+
+
+def test_the_import_summary_says_why_shapes_were_skipped():
+    from alod.annotation import ImportReport
+
+    found = read_export(CVAT_XML_ZIP, list(CVAT_BOXES) + ["cvat-0004.jpg"])
+    text = ImportReport(skipped_boxes=found.skipped_boxes, skipped_reasons=dict(found.report.skipped)).summary()
+    assert "2 box(es) or shape(s) skipped while loading (CVAT points (not a box): 1, CVAT polyline (not a box): 1)" \
+        in text

@@ -45,6 +45,7 @@ def import_labels(run_id: str, labels: str | Path, *, work_dir: str | Path = ".a
         found = annotation.read_labels_file(labels, requested)
         report = annotation.merge_labels(store, found.frames, requested, replace=replace, source=str(labels))
         report.skipped_boxes, report.format, report.cancelled = found.skipped_boxes, found.format, found.cancelled
+        report.skipped_reasons = dict(found.report.skipped) if found.report is not None else {}
         report.renamed = {**found.renamed, **report.renamed}
         report.not_annotated = [n for n in found.not_annotated if n in requested and n not in store]
 
