@@ -326,9 +326,9 @@ def load_weights(model: nn.Module, weights: str | Path, *, finetune: bool = Fals
 def freeze_backbone_stages(model: nn.Module, stages: int) -> list[str]:
     """Stop training the first `stages` blocks of the backbone body (a fine-tuning choice).
 
-    Their parameters stop receiving gradients and their BatchNorm layers become
-    FrozenBatchNorm2d with the same statistics, so a few target images cannot
-    shift what the starting weights learned there. Returns the frozen block names."""
+    Their parameters stop receiving gradients and their BatchNorm layers keep their
+    statistics (`freeze_batchnorm`), so a few target images cannot shift what the
+    starting weights learned there. Returns the frozen block names."""
     body = getattr(getattr(unwrap(model), "backbone", None), "body", None)
     if stages <= 0:
         return []
@@ -347,23 +347,28 @@ def freeze_backbone_stages(model: nn.Module, stages: int) -> list[str]:
 
 
 def freeze_batchnorm(model: nn.Module) -> list[str]:
-    """Replace every BatchNorm2d in `model` by a FrozenBatchNorm2d with the same statistics
-    and affine parameters (torchvision's way of fine-tuning pretrained backbones).
+    """Hold every BatchNorm2d of `model` at the statistics and scale it has now (torchvision fine-tunes
+    pretrained backbones so, with FrozenBatchNorm2d): in training mode too it normalises with its running
+    statistics and updates neither them nor its affine parameters; the convolutions keep training.
 
-    Fine-tuning on a few dozen images with batches of 4, trainable BatchNorm re-estimates
-    its running statistics from those images and drifts away from what the starting
-    weights were trained with. The convolutions keep training. Returns the swapped names."""
-    root = unwrap(model)
-    swapped = []
-    for name, module in list(root.named_modules()):
+    Fine-tuning on a few dozen images in batches of 4, trainable BatchNorm re-estimates its running
+    statistics from those images and drifts away from what the starting weights were trained with. The
+    layers stay BatchNorm2d, so checkpoints, the registry and serving see the usual state dict.
+    Idempotent; returns the names of the held layers."""
+    held = []
+    for name, module in unwrap(model).named_modules():
         if isinstance(module, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, key).copy_(getattr(module, key).detach())
-            parent, _, child = name.rpartition(".")
-            setattr(root.get_submodule(parent) if parent else root, child, frozen)
-            swapped.append(name)
-    return swapped
+            module.requires_grad_(False)
+            if not getattr(module, "_alod_held", False):
+                module.register_forward_pre_hook(_use_running_statistics)
+                module._alod_held = True
+            module.eval()
+            held.append(name)
+    return held
+
+
+def _use_running_statistics(module: nn.Module, args) -> None:
+    module.training = False  # model.train() set it again: a held BatchNorm normalises as in eval
 
 
 # --------------------------------------------------------------------------- checkpoints

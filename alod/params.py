@@ -74,6 +74,10 @@ SHARED: dict[str, tuple[Any, dict[str, Any]]] = {
                                  "step is 1.5-1.7x faster, at equal steps 0.002-0.008 lower val mAP50 (README: "
                                  "Fine-tuning recipe)",
                             minimum=0)),
+    "freeze_batchnorm": (False, dict(help="hold every BatchNorm layer at the statistics and scale of the weights "
+                                          "training starts from (torchvision's way to fine-tune pretrained "
+                                          "backbones); the convolutions train. A few dozen images in batches "
+                                          "of 4 otherwise re-estimate them (README: Fine-tuning recipe)")),
     "lr": (0.02, dict(help="learning rate for a total batch of 16, scaled linearly with batch x processes "
                            "(torchvision's rule)")),
     "seed": (0, dict(help="seeds data subsets, selection, initial weights and shuffling")),
@@ -228,6 +232,7 @@ class PretrainParams(StepParams):
                                         "COCO model ranking BDD100K)")
     batch_size: int = shared("batch_size")
     roi_samples: int = shared("roi_samples")
+    freeze_batchnorm: bool = shared("freeze_batchnorm")
     lr: float = shared("lr")
     seed: int = shared("seed")
     workers: int = shared("workers")
@@ -293,6 +298,7 @@ class CycleParams(StepParams):
     arch: str = shared("arch")
     batch_size: int = shared("batch_size")
     roi_samples: int = shared("roi_samples")
+    freeze_batchnorm: bool = shared("freeze_batchnorm")
     lr: float = shared("lr")
     seed: int = shared("seed")
     reset: bool = shared("reset")
@@ -356,6 +362,7 @@ class MainParams(StepParams):
     min_iterations: int = shared("min_iterations")
     batch_size: int = shared("batch_size")
     roi_samples: int = shared("roi_samples")
+    freeze_batchnorm: bool = shared("freeze_batchnorm")
     lr: float = shared("lr")
     protocol: str = shared("protocol")
     cycles: int = shared("cycles")

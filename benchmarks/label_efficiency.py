@@ -147,6 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="comma-separated candidates: train the full pool with each (seed of --seeds' first), "
                             "keep the one with the best *val* mAP50 for the reference")
     train.add_argument("--roi-samples", **argparse_kwargs("roi_samples"))
+    train.add_argument("--freeze-batchnorm", **argparse_kwargs("freeze_batchnorm", action="store_true"))
     train.add_argument("--loops", default="reset",
                        help="comma-separated: how every sampler's cycles train, each reported on its own: `reset` "
                             "(back to the starting weights every cycle, the study's) and/or `warm` (the detector "
@@ -212,7 +213,7 @@ def step_settings(args, data: Path, work: Path):
     return MainParams(data=str(data), samplers=tuple(args.samplers), seeds=tuple(args.seeds), arch=args.arch,
                       fraction=args.pretrain_fraction, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
                       min_iterations=args.min_iterations, batch_size=args.batch_size,
-                      roi_samples=args.roi_samples, lr=args.lr,
+                      roi_samples=args.roi_samples, freeze_batchnorm=args.freeze_batchnorm, lr=args.lr,
                       cycles=args.cycles, per_cycle=args.per_cycle, batches=args.cycles,
                       batch_images=args.train // args.cycles, weights=args.weights, workers=args.workers,
                       auto_samplers=args.auto_samplers, experiment=args.experiment, work_dir=str(work))
@@ -649,7 +650,8 @@ def write_report(args, curves: pd.DataFrame, refs: pd.DataFrame, test_images: in
                             f"{markdown_table(table.drop(columns=['protocol', 'loop']))}\n\n" + "\n".join(said))
     header = (f"test mAP50 (mean ± std over {len(args.seeds)} seed(s)) at each labeled budget, {args.setting} "
               f"setting, {args.arch} detector (weights {Path(args.weights).name if args.weights != 'none' else 'none'}), "
-              f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}; "
+              f"{args.epochs} epoch(s) and at least {args.min_iterations} SGD steps per cycle, lr {args.lr}"
+              f"{', BatchNorm held (--freeze-batchnorm)' if args.freeze_batchnorm else ''}; "
               f"pool {args.train}, test {test_images} images; AUC = mean test mAP50 over the budget range; "
               f"{total / 60:.1f} min on {machine}")
     extra = []

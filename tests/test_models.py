@@ -265,18 +265,17 @@ def test_fine_tuning_trains_only_what_torchvision_trains(tmp_path: Path) -> None
 
 
 def test_freezing_backbone_stages_keeps_them_fixed_and_checkpoints_reload(tmp_path: Path) -> None:
-    from torchvision.ops import FrozenBatchNorm2d
-
     from alod.models import freeze_backbone_stages
 
     torch.manual_seed(0)
     model = build_detector("tiny")
+    keys = list(model.state_dict())
     assert freeze_backbone_stages(model, 2) == ["stem", "c2"]
+    assert list(model.state_dict()) == keys  # the usual layout: checkpoints and the registry see no change
     body = model.backbone.body
     before = {k: v.clone() for k, v in body.state_dict().items()}
     assert not any(p.requires_grad for p in body.stem.parameters()) and not any(
-        isinstance(m, torch.nn.BatchNorm2d) for m in body.c2.modules())
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.stem.modules())
+        p.requires_grad for p in body.c2.parameters())
     assert all(p.requires_grad for p in body.c3.parameters())
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -300,17 +299,26 @@ def test_freeze_batchnorm_keeps_statistics_and_trains_the_convolutions(tmp_path)
 
     torch.manual_seed(0)
     model = build_detector("tiny")
-    stats = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
-    swapped = freeze_batchnorm(model)
-    assert swapped and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    keys = list(model.state_dict())
+    held = {k: v.clone() for k, v in model.state_dict().items()
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+            or (k.rsplit(".", 1)[0] in dict(model.named_modules())
+                and isinstance(model.get_submodule(k.rsplit(".", 1)[0]), torch.nn.BatchNorm2d))}
+    names = freeze_batchnorm(model)
+    assert names and freeze_batchnorm(model) == names  # again: nothing changes (one hook per layer)
+    assert list(model.state_dict()) == keys
     model.train()
+    bn = model.get_submodule(names[0])
+    x = torch.randn(2, bn.num_features, 5, 5)
+    assert torch.equal(bn(x), torch.nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                                                             bn.bias, training=False, eps=bn.eps))
     conv = model.backbone.body.c3[0][0].weight.clone()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     sum(model(_images(), _targets()).values()).backward()
     opt.step()
     after = model.state_dict()
-    # a training step on a few images leaves the starting weights' statistics as they were
-    assert all(torch.equal(stats[k], after[k]) for k in stats)
+    # a training step on a few images leaves the starting weights' statistics and scales as they were
+    assert all(torch.equal(held[k], after[k]) for k in held) and any(k.endswith(".weight") for k in held)
     assert not torch.equal(conv, model.backbone.body.c3[0][0].weight)
     save_checkpoint(tmp_path / "frozen_bn.pt", model=model, epoch=1, config={})
     reloaded = detector_from_checkpoint(tmp_path / "frozen_bn.pt")

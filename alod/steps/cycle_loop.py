@@ -36,7 +36,7 @@ from alod.engine.evaluate import evaluate
 from alod.engine.flops import peak_flops, throughput_stats
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, epochs_for_min_steps, fit
-from alod.models import build_detector, training_overrides
+from alod.models import build_detector, freeze_batchnorm, training_overrides
 from alod.oracles import oracle_for
 from alod.params import CycleParams
 from alod.run_folder import RunFolder
@@ -262,6 +262,8 @@ class CycleLoop:
             torch.manual_seed(p.seed)  # the same initial weights every cycle
             self.model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True,
                                         **training_overrides(p.roi_samples))
+        if p.freeze_batchnorm:  # also a warm-started model reloaded from its checkpoint on resume
+            freeze_batchnorm(self.model)
         self.model.to(self.device)
         if self.main and cycle == 1:
             # Step 0 of the image slider (where MLflow's image charts start): the starting weights on the

@@ -21,7 +21,7 @@ from alod.engine.distributed import default_device
 from alod.engine.evaluate import evaluate
 from alod.engine.infer import predict_all
 from alod.engine.train import TrainConfig, fit
-from alod.models import build_detector, save_checkpoint, training_overrides
+from alod.models import build_detector, freeze_batchnorm, save_checkpoint, training_overrides
 from alod.params import PretrainParams
 from alod.run_folder import RunFolder
 from alod.starting_weights import model_weights, weights_choice
@@ -99,6 +99,8 @@ def _pretrain(p: PretrainParams, run_id: str, train, frames, *, restartable: boo
     torch.manual_seed(p.seed)
     model = build_detector(p.arch, weights=model_weights(p.weights), finetune=True,
                            **training_overrides(p.roi_samples)).to(device)
+    if p.freeze_batchnorm:
+        freeze_batchnorm(model)
     config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
                          workers=p.workers, device=str(device), clip_grad_norm=10.0,
                          amp=device.type == "cuda")  # bf16 autocast on GPUs

@@ -159,3 +159,31 @@ def test_roi_samples_reach_the_trained_detector_and_its_checkpoint(run):
     model = detector_from_checkpoint(run.tracker.artifacts[child]["checkpoints/cycle_001.pt"])
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 8
     assert model.alod_config["overrides"] == {"box_batch_size_per_image": 8}
+
+
+def test_freeze_batchnorm_keeps_the_starting_statistics_through_warm_started_cycles(run, tmp_path):
+    """Both cycles (the second warm-started from the first) train the convolutions and leave every BatchNorm
+    as the starting weights had it; without the option the statistics move."""
+    from alod.models import build_detector, detector_from_checkpoint
+
+    torch.manual_seed(0)
+    start = build_detector("tiny")
+    weights = tmp_path / "start.pt"
+    torch.save(start.state_dict(), weights)
+
+    reference = start.state_dict()
+    norm_keys = [k for k in reference if k.endswith(("running_mean", "running_var"))]
+    assert norm_keys
+    run.go(run.params(cycles=2, reset=False, weights=str(weights), freeze_batchnorm=True))
+    for cycle in (1, 2):
+        child = run.tracker.find_child_run(RUN, {"alod.cycle": cycle})
+        state = detector_from_checkpoint(run.tracker.artifacts[child][f"checkpoints/cycle_{cycle:03d}.pt"]).state_dict()
+        assert all(torch.equal(state[k], reference[k]) for k in norm_keys), cycle
+        convs = [k for k in reference if k.endswith("weight") and reference[k].dim() == 4]
+        assert any(not torch.equal(state[k], reference[k]) for k in convs), cycle  # the convolutions trained
+
+    other = Run(tmp_path / "plain", (run.root, run.train, run.val))
+    other.go(other.params(cycles=1, weights=str(weights)))
+    child = other.tracker.find_child_run(RUN, {"alod.cycle": 1})
+    state = detector_from_checkpoint(other.tracker.artifacts[child]["checkpoints/cycle_001.pt"]).state_dict()
+    assert any(not torch.equal(state[k], reference[k]) for k in norm_keys)
