@@ -745,6 +745,10 @@ def _cvat_xywh(shape: ET.Element, frame: str, j: int, problems: _Problems) -> li
         return None
     a, b, c, d = values
     if shape.tag == "box":
+        for low, high, first, second in ((a, c, "xtl", "xbr"), (b, d, "ytl", "ybr")):
+            if high < low:
+                problems.add(frame, j, second, f"{second} {high:g} is below {first} {low:g}: an inverted box")
+                return None
         return [a, b, c - a, d - b]
     if shape.tag == "mask":  # left, top, width, height of the mask's extent
         return [a, b, c, d]

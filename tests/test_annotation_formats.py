@@ -327,6 +327,8 @@ def test_cvat_xml_polygons_masks_and_ellipses_count_as_their_bounding_box(tmp_pa
     ('<image id="0" name="a.jpg" width="1280" height="720"><box label="car" xtl="1" ytl="2" xbr="30" ybr="40"/>'
      '<box label="car" xtl="abc" ytl="2" xbr="30" ybr="40"/></image>',
      r"frame 'a.jpg', label 1, field 'xtl': <box> needs a finite number, got 'abc'"),
+    ('<image id="0" name="a.jpg" width="1280" height="720"><box label="car" xtl="50" ytl="2" xbr="10" ybr="40"/>'
+     '</image>', r"frame 'a.jpg', label 0, field 'xbr': xbr 10 is below xtl 50: an inverted box"),
     ('<image id="0" name="a.jpg" width="1280" height="720"><box xtl="1" ytl="2" xbr="30" ybr="40"/></image>',
      r"frame 'a.jpg', label 0, field 'label': <box> without a label"),
     ('<image id="0" name="a.jpg" width="1280" height="720"><polygon label="car" points="1,2;3"/></image>',
