@@ -717,10 +717,7 @@ def _parse_xml(raw: bytes, where: str) -> ET.Element:
 
 def _xml_number(el: ET.Element, key: str, frame: str, index: int | None, problems: _Problems) -> float | None:
     text = el.get(key)
-    try:
-        value = float(text) if text is not None else None
-    except ValueError:
-        value = None
+    value = _to_float(text)
     if value is None or not math.isfinite(value):
         problems.add(frame, index, key, f"<{el.tag}> needs a finite number, got {text!r}")
         return None
@@ -786,7 +783,8 @@ def _cvat_xml(doc: Document, selected: SelectedNames) -> ToolExport:
                 problems.add(name, j, "label", f"<{shape.tag}> without a label")
                 continue
             rotation = shape.get("rotation", "0")
-            if not is_number(_to_float(rotation)) or abs(_to_float(rotation)) > ROTATION_TOLERANCE:
+            degrees = _to_float(rotation)
+            if degrees is None or not math.isfinite(degrees) or abs(degrees) > ROTATION_TOLERANCE:
                 problems.add(name, j, "rotation", f"rotated {shape.tag} ({rotation} degrees): alod trains on "
                              "axis-aligned boxes; set the rotation back to 0 in CVAT")
                 continue
@@ -807,7 +805,8 @@ def _cvat_xml(doc: Document, selected: SelectedNames) -> ToolExport:
     return found
 
 
-def _to_float(text: str) -> float | None:
+def _to_float(text: str | None) -> float | None:
+    """An XML attribute as a float; None when absent or not a number."""
     try:
         return float(text)
     except (TypeError, ValueError):
