@@ -30,12 +30,13 @@ test: setup
 test-fast: setup
 	$(PYTEST) -m "not slow"
 
-# The embedded default: synthetic BDD100K-format target scenes, the tiny CPU detector starting
+# The embedded default: synthetic BDD100K-format target scenes (the `urban` domain: every class
+# common enough to learn from the pool), the tiny CPU detector starting
 # from its shipped weights (trained on the synthetic source domain), local SQLite tracking, the
 # study's protocol (pretrain: the starting weights as they are; rank from the registry; cycles
 # that reset to the starting weights), random against entropy, the two side by side (--jobs 2).
 demo: setup
-	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0
+	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0 --domain urban
 	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,entropy --seeds 0 \
 		--pretrain-epochs 0 --epochs 1 --min-iterations 250 --roi-samples 32 --batch-size 4 --lr 0.04 \
 		--cycles 4 --per-cycle 25 --batches 4 --batch-images 100 --reset false --workers 0 --jobs 2 \

@@ -211,3 +211,27 @@ def test_cli_domain(tmp_path):
     assert "source domain" in result.output and "no rider" in result.output
     result = CliRunner().invoke(synth, [str(tmp_path / "e"), "--domain", "moon"])
     assert result.exit_code == 2 and "--domain" in result.output
+
+
+def test_urban_domain_makes_every_class_learnable_and_is_reproducible(tmp_path):
+    """`urban` (the benchmark's and the demo's pool) has what it says: no highway, and every class,
+    the ones `target` keeps as rare as BDD100K does included, with enough boxes to learn from."""
+    urban, target = Counter(), Counter()
+    scenes = Counter()
+    for i in range(300):
+        _, f = render_scene(scene_rng(0, "train", i, "urban"), domain="urban")
+        urban.update(ID_TO_NAME[int(k)] for k in f.labels[~f.ignore])
+        scenes[f.attributes["scene"]] += 1
+        _, f = render_scene(scene_rng(0, "train", i), domain="target")
+        target.update(ID_TO_NAME[int(k)] for k in f.labels[~f.ignore])
+    assert set(scenes) == {"city street", "residential"} and scenes["city street"] > scenes["residential"]
+    for name in ("rider", "bicycle", "motorcycle", "bus", "truck"):
+        assert urban[name] >= 40, (name, urban[name])
+    for name in ("rider", "bicycle", "motorcycle"):  # the highway has more trucks and fewer two-wheelers
+        assert urban[name] > 4 * target[name], (name, urban[name], target[name])
+    assert urban["train"] >= 10 > target["train"]
+    write_dataset(tmp_path / "u1", train=3, val=1, seed=3, domain="urban")
+    write_dataset(tmp_path / "u2", train=3, val=1, seed=3, domain="urban", workers=2)
+    assert files(tmp_path / "u1") == files(tmp_path / "u2")
+    write_dataset(tmp_path / "s", train=3, val=1, seed=3, domain="source")
+    assert not {p.name for p in (tmp_path / "u1").rglob("*.jpg")} & {p.name for p in (tmp_path / "s").rglob("*.jpg")}
