@@ -25,9 +25,11 @@ from entrypoints.data_cmd import ImageSize
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes rendering in parallel; the output does not depend on it.")
 @click.option("--domain", type=click.Choice(sorted(DOMAINS)), default="target", show_default=True,
-              help="target: every class and condition (the pool to label); source: what the shipped "
-                   "starting weights were trained on (no rider, train, motorcycle, bicycle or traffic sign; "
-                   "no night, rain, fog or snow).")
+              help="target: every class and condition in BDD100K's proportions (4 classes rare); urban: "
+                   "the same classes and conditions on city and residential streets, every class common "
+                   "enough to learn from a few hundred images (the demo's and the benchmark's pool); "
+                   "source: what the shipped starting weights were trained on (no rider, train, motorcycle, "
+                   "bicycle or traffic sign; no night, rain, fog or snow).")
 @click.option("--overwrite", is_flag=True,
               help="Replace existing split data in OUT even if alod did not generate it.")
 def synth(out: Path, train: int, val: int, test: int, seed: int, size: tuple[int, int], workers: int,
