@@ -459,8 +459,16 @@ def verdict(curves: pd.DataFrame, stats: pd.DataFrame, samplers, pool: int, targ
                      f"({full / zero if zero > 0 else float('inf'):.1f}x)")
         means = curves.groupby(["sampler", "labeled_images"])["test_mAP50"].mean()
         below = [f"{s}@{int(b)}" for (s, b), v in means.items() if v < zero]
+        # the mean over seeds can hide a seed that ended below: count the single runs too
+        # (cycle 1 under `pool` is one random pick shared by every sampler of a seed: counted once)
+        points = curves.drop_duplicates(["seed", "labeled_images", "test_mAP50"])
+        low = points[points["test_mAP50"] < zero]
+        runs = ("every run above it at every budget" if low.empty else
+                f"single runs below it: {len(low)} of {len(points)} points: "
+                + ", ".join(f"seed {r.seed} at {int(r.labeled_images)} ({r.test_mAP50:.4f})" for r in low.itertuples()))
         lines.append("every budget above the zero-label model: " + ("yes" if not below else
-                                                                    "no (" + ", ".join(below) + ")"))
+                                                                    "no (" + ", ".join(below) + ")")
+                     + f" on the mean over seeds; {runs}")
     auc = stats.groupby("sampler")["auc"].mean()
     others = [s for s in samplers if s != "random" and s in auc.index]
     if not others:

@@ -130,3 +130,23 @@ def test_both_loops_report_side_by_side_at_equal_steps(tmp_path, capsys, load_be
     cycle_runs = tracking.search_runs(bench.EXPERIMENT, "tags.`alod.step` = 'cycle'")
     params = sorted((r.data.params["reset"], r.data.params["min_iterations"]) for r in cycle_runs)
     assert params == [("False", "4"), ("True", "4")]  # the same steps per cycle in both loops
+
+
+def test_verdict_names_a_single_run_below_zero_labels_that_the_mean_hides(load_benchmark):
+    """A seed whose cycle 1 ends below the starting weights is named even when the mean over seeds is
+    above them; a point shared by every sampler of a seed (pool's cycle-1 pick) counts once."""
+    bench = load_benchmark("label_efficiency")
+    rows = []
+    for sampler in ("random", "entropy"):
+        for seed, first in ((0, 0.20), (1, 0.15)):
+            rows += [{"sampler": sampler, "seed": seed, "labeled_images": 20, "test_mAP50": first},
+                     {"sampler": sampler, "seed": seed, "labeled_images": 40,
+                      "test_mAP50": 0.25 + 0.01 * seed + (0.02 if sampler == "entropy" else 0.0)}]
+    curves = pd.DataFrame(rows).assign(train_image_iterations=100)
+    stats = bench.per_seed_stats(curves, pool=100, target=0.3)
+    lines = bench.verdict(curves, stats, ["random", "entropy"], 100, 0.3, 0.95, zero=0.16)
+    line = next(x for x in lines if x.startswith("every budget above the zero-label model"))
+    assert line.startswith("every budget above the zero-label model: yes on the mean over seeds")
+    assert "single runs below it: 1 of 6 points: seed 1 at 20 (0.1500)" in line
+    lines = bench.verdict(curves, stats, ["random", "entropy"], 100, 0.3, 0.95, zero=0.10)
+    assert any(x.endswith("every run above it at every budget") for x in lines)
