@@ -33,8 +33,8 @@ test-fast: setup
 # The embedded default: synthetic BDD100K-format target scenes (the `urban` domain: every class
 # common enough to learn from the pool), the tiny CPU detector starting
 # from its shipped weights (trained on the synthetic source domain), local SQLite tracking, the
-# study's protocol (pretrain: the starting weights as they are; rank from the registry; cycles
-# that reset to the starting weights), random against entropy, the two side by side (--jobs 2).
+# study's protocol (pretrain: the starting weights as they are; rank from the registry; cycles,
+# each warm-started from the last: --reset false), random against entropy, side by side (--jobs 2).
 demo: setup
 	$(ALOD) synth $(DEMO_DATA) --train 400 --val 150 --seed 0 --domain urban
 	$(ALOD) run --data $(DEMO_DATA) --arch tiny --samplers random,entropy --seeds 0 \

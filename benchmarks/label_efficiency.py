@@ -95,7 +95,7 @@ CONDITIONS = {"daytime": ("timeofday", {"daytime"}), "night": ("timeofday", {"ni
               "rain fog or snow": ("weather", {"rainy", "foggy", "snowy"})}
 
 # Values of the options a setting fills in when the command line leaves them out.
-# Transfer: a 300-image target pool, 3 cycles x 20 images (20 %), 100 SGD steps per cycle at lr 0.04 (the
+# Transfer: a 300-image urban pool, 3 cycles x 20 images (20 %), 100 SGD steps per cycle at lr 0.04 (the
 # best of benchmarks/finetune_recipe.py on *val*; README: Fine-tuning recipe).
 TRANSFER = {"domain": "urban", "train": 300, "val": 60, "test": 250, "samplers": ",".join(DEFAULT_SAMPLERS), "seeds": "0,1,2",
             "protocols": "pool,batches", "cycles": 3, "per_cycle": 20, "epochs": 1, "min_iterations": 100,

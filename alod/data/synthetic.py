@@ -73,6 +73,7 @@ _LANE = 3.5  # lane width in metres
 
 # --------------------------------------------------------------------------- domains
 
+SCENES = ("highway", "city street", "residential")
 TIMES_OF_DAY = ("daytime", "night", "dawn/dusk")
 WEATHERS = ("clear", "partly cloudy", "overcast", "rainy", "foggy", "snowy")
 
@@ -86,10 +87,10 @@ class Domain:
     times_of_day: tuple[str, ...]
     weathers: tuple[str, ...]
     description: str
-    # Optional reshaping of the generator's mix (None/empty: BDD100K's, as `target` draws it):
-    # scene probabilities (highway, city street, residential), a factor on _plan's per-class
-    # rates by rate key, and the share of scenes at a level crossing (a train).
-    scene_p: tuple[float, float, float] | None = None
+    # The generator's mix, BDD100K's by default (as `target` draws it): scene probabilities
+    # (SCENES order), a factor on _plan's per-class rates by rate key, and the share of scenes
+    # at a level crossing (a train).
+    scene_p: tuple[float, float, float] = (0.45, 0.37, 0.18)
     rate_factors: tuple[tuple[str, float], ...] = ()
     rail_p: float = 0.01
 
@@ -962,7 +963,7 @@ def _street_lamps(P: _Painter, cam: _Camera, rng, layout: dict, night: bool) -> 
 
 
 def _scene_params(rng, domain: "Domain") -> tuple[str, str, str, bool]:
-    scene = str(rng.choice(["highway", "city street", "residential"], p=domain.scene_p or (0.45, 0.37, 0.18)))
+    scene = str(rng.choice(list(SCENES), p=domain.scene_p))
     tod_p = {"highway": (0.8, 0.14, 0.06), "city street": (0.52, 0.38, 0.10), "residential": (0.68, 0.22, 0.10)}[scene]
     tod = str(_choice(rng, TIMES_OF_DAY, tod_p, domain.times_of_day))
     w_p = (0.66, 0.14, 0.1, 0.05, 0.03, 0.02) if scene == "highway" else (0.45, 0.12, 0.18, 0.12, 0.07, 0.06)
