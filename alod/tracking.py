@@ -395,6 +395,28 @@ def _scratch_dir(prefix: str) -> Path:
     return Path(path)
 
 
+def _download_published(folder: Path, **source: Any) -> Path:
+    """Download an artifact into `folder` so that no reader ever sees a partly written file.
+
+    Processes side by side (`alod run --jobs`) share one work folder: each source gets its own
+    folder, and each download lands in a private staging folder first, then every file is moved
+    into place with an atomic rename (two processes fetching the same model both end with whole
+    files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # beside `folder`, not in it: a reader searching `folder` must not find another's half-written file
+    staging = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=folder.parent))
+    try:
+        local = Path(_retry(mlflow.artifacts.download_artifacts, dst_path=str(staging), **source))
+        relative = local.relative_to(staging)
+        for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = folder / file.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+        return folder / relative
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @contextmanager
 def registered_checkpoint(uri: str) -> Iterator[tuple[Path, Any]]:
     """A registered detector's checkpoint in a temporary folder that is gone when the block ends."""
@@ -408,8 +430,8 @@ def download_registered_checkpoint(uri: str, dst: str | Path | None = None) -> t
     Without `dst` the file goes to a temporary folder removed when the process exits."""
     version = resolve_model_version(uri)
     dst = Path(dst) if dst else _scratch_dir("alod-model-")
-    local = Path(_retry(mlflow.artifacts.download_artifacts,
-                        artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)))
+    local = _download_published(dst / "models" / version.name / str(version.version),
+                                artifact_uri=f"models:/{version.name}/{version.version}")
     found = sorted((local / "artifacts").glob("*.pt")) or sorted(local.rglob("*.pt"))
     if not found:
         raise TrackingError(f"{uri} (version {version.version}) holds no checkpoint file")
@@ -489,10 +511,10 @@ def metric_steps(run_id: str, key: str) -> dict[int, float]:
 
 
 def download_run_artifact(run_id: str, path: str, dst: str | Path | None = None) -> Path:
-    dst = dst or _scratch_dir("alod-art-")
+    """Download one artifact of a run to `dst`/<run id>/`path`; returns the local path."""
+    dst = Path(dst) if dst else _scratch_dir("alod-art-")
     try:
-        return Path(_retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=path,
-                           dst_path=str(dst)))
+        return _download_published(dst / run_id, run_id=run_id, artifact_path=path)
     except MlflowException as e:
         raise TrackingError(f"run {run_id}: artifact {path!r} not found: {e.message}") from None
 

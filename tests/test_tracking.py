@@ -55,3 +55,45 @@ def test_a_worse_version_set_at_the_same_moment_does_not_keep_the_champion(regis
     monkeypatch.setattr(tracking, "set_alias", set_alias_then_the_other_run_sets_its_own)
     assert tracking.promote_if_better(MODEL, better, "mAP50", 0.40)
     assert champion(client) == better
+
+
+def test_downloads_of_different_runs_into_one_folder_keep_each_runs_file(tmp_path, sqlite_tracking):
+    """`alod run --jobs 2`: two cycle processes fetch their rankings (same artifact path, different
+    runs) into one work folder; each must read its own run's file, whole (CI once read 0 bytes)."""
+    import threading
+
+    import mlflow
+
+    with sqlite_tracking(tmp_path):
+        mlflow.set_experiment("downloads")
+        runs = {}
+        for name, size in (("a", 300_000), ("b", 200_000)):
+            body = (name * size).encode()
+            src = tmp_path / name / "ranking.parquet"
+            src.parent.mkdir()
+            src.write_bytes(body)
+            with mlflow.start_run() as run:
+                mlflow.log_artifact(str(src), "ranking")
+            runs[run.info.run_id] = body
+
+        shared = tmp_path / "work" / "downloads"
+        first, second = list(runs)
+        path_first = tracking.download_run_artifact(first, "ranking/ranking.parquet", shared)
+        path_second = tracking.download_run_artifact(second, "ranking/ranking.parquet", shared)
+        assert path_first.read_bytes() == runs[first] and path_second.read_bytes() == runs[second]
+
+        wrong = []
+
+        def fetch(run_id: str) -> None:
+            for _ in range(15):
+                got = tracking.download_run_artifact(run_id, "ranking/ranking.parquet", shared).read_bytes()
+                if got != runs[run_id]:
+                    wrong.append((run_id, len(got)))
+
+        threads = [threading.Thread(target=fetch, args=(run_id,)) for run_id in list(runs) * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
+        assert not [p for p in shared.iterdir() if p.name.startswith(".partial")]
