@@ -402,6 +402,7 @@ def _download_published(folder: Path, **source: Any) -> Path:
     folder, and each download lands in a private staging folder first, then every file is moved
     into place with an atomic rename (two processes fetching the same model both end with whole
     files)."""
+    folder = folder.absolute()  # MLflow answers with absolute paths (work_dir is relative by default)
     folder.mkdir(parents=True, exist_ok=True)
     # beside `folder`, not in it: a reader searching `folder` must not find another's half-written file
     staging = Path(tempfile.mkdtemp(prefix=f".partial-{folder.name}-", dir=folder.parent))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from alod import tracking
@@ -97,3 +99,19 @@ def test_downloads_of_different_runs_into_one_folder_keep_each_runs_file(tmp_pat
             t.join()
         assert wrong == []
         assert not [p for p in shared.iterdir() if p.name.startswith(".partial")]
+
+
+def test_download_into_a_relative_folder(tmp_path, sqlite_tracking, monkeypatch):
+    """work_dir defaults to the relative `.alod`: the `make demo` rank step once failed on it."""
+    import mlflow
+
+    with sqlite_tracking(tmp_path):
+        mlflow.set_experiment("downloads")
+        src = tmp_path / "ranking.parquet"
+        src.write_bytes(b"rows")
+        with mlflow.start_run() as run:
+            mlflow.log_artifact(str(src), "ranking")
+        monkeypatch.chdir(tmp_path)
+        path = tracking.download_run_artifact(run.info.run_id, "ranking/ranking.parquet", Path(".alod") / "downloads")
+        assert path.read_bytes() == b"rows"
+        assert path.resolve().is_relative_to(tmp_path.resolve() / ".alod" / "downloads")
